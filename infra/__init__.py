@@ -1,0 +1,1 @@
+"""The CDK app's constructs and the stack that composes them."""

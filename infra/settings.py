@@ -1,0 +1,70 @@
+"""Deployment settings, read once from CDK context and validated before any construct is built.
+
+``cdk deploy -c notification_email=me@example.com -c default_max_train_steps=1200`` (or ``cdk.json``'s
+``context``) sets them. Job defaults are the domain's :class:`JobDefaults`: one definition, used by
+the stack and handed to the Lambdas.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
+from lambdas.jobs.spec import JobDefaults
+
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+# Context keys for job defaults are the JobDefaults field names with this prefix.
+DEFAULTS_PREFIX = "default_"
+
+
+class ServiceSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    notification_email: str | None = None
+    retain_data_on_delete: bool = True
+    job_defaults: JobDefaults = JobDefaults()
+
+    @field_validator("notification_email")
+    @classmethod
+    def _looks_like_email(cls, value: str | None) -> str | None:
+        if value is not None and not _EMAIL.match(value):
+            raise ValueError(
+                f"{value!r} is not an e-mail address (cdk deploy -c notification_email=you@example.com)"
+            )
+        return value
+
+
+def settings_from_context(context: dict[str, Any]) -> ServiceSettings:
+    """Build settings from a flat context mapping; unknown ``default_*`` keys are errors, not ignored."""
+    defaults = {
+        key.removeprefix(DEFAULTS_PREFIX): value
+        for key, value in context.items()
+        if key.startswith(DEFAULTS_PREFIX)
+    }
+    try:
+        return ServiceSettings(
+            notification_email=context.get("notification_email") or None,
+            retain_data_on_delete=_as_bool(context.get("retain_data_on_delete", True)),
+            job_defaults=JobDefaults.model_validate(defaults),
+        )
+    except ValidationError as err:
+        problems = "; ".join(
+            f"{DEFAULTS_PREFIX if err.title == 'JobDefaults' else ''}"
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+            for e in err.errors()
+        )
+        raise ValueError(f"invalid CDK context: {problems}") from None
+
+
+def _as_bool(value: Any) -> bool:
+    """Context from ``-c key=value`` arrives as a string; "false" must mean false."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in {"true", "1", "yes"}:
+        return True
+    if text in {"false", "0", "no"}:
+        return False
+    raise ValueError(f"expected true or false, got {value!r}")

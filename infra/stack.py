@@ -1,0 +1,85 @@
+"""The service's one stack: composes one construct per logical unit and wires grants and outputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aws_cdk import Annotations, CfnOutput, Stack
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_s3 as s3
+from constructs import Construct
+
+from infra.nag import acknowledge
+from infra.notifications import Notifications
+from infra.settings import ServiceSettings
+from infra.storage import Storage
+from infra.training import Training
+from lambdas.jobs import s3_layout
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class DreamBoothStack(Stack):
+    def __init__(self, scope: Construct, construct_id: str, *, settings: ServiceSettings, **kwargs) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        self.settings = settings
+
+        self.storage = Storage(self, "Storage", retain_data_on_delete=settings.retain_data_on_delete)
+        self.training = Training(self, "Training", trainer_image_directory=REPO_ROOT / "trainer_image")
+        self.notifications = Notifications(self, "Notifications", email=settings.notification_email)
+
+        bucket = self.storage.bucket
+        grant_training_data_access(bucket, self.training.execution_role)
+
+        if not settings.notification_email:
+            Annotations.of(self).add_warning_v2(
+                "dreambooth:no-email",
+                "No notification_email in context: nobody is e-mailed when a job ends. "
+                "Deploy with: cdk deploy -c notification_email=you@example.com",
+            )
+
+        CfnOutput(self, "BucketName", value=bucket.bucket_name)
+        CfnOutput(
+            self, "UploadPrefix", value=f"s3://{bucket.bucket_name}/{s3_layout.UPLOADS_ROOT}<job-name>/"
+        )
+        CfnOutput(self, "ModelsPrefix", value=f"s3://{bucket.bucket_name}/{s3_layout.MODELS_ROOT}")
+        CfnOutput(self, "NotificationTopicArn", value=self.notifications.topic.topic_arn)
+        CfnOutput(self, "TrainerImageUri", value=self.training.image.image_uri)
+
+
+# What a training job reads and writes, by key prefix (see lambdas/jobs/s3_layout.py).
+TRAINING_READS = (s3_layout.UPLOADS_ROOT, s3_layout.CLASS_IMAGES_ROOT, s3_layout.BASE_MODELS_ROOT)
+TRAINING_WRITES = (s3_layout.MODELS_ROOT, s3_layout.CLASS_IMAGES_ROOT, s3_layout.CHECKPOINTS_ROOT)
+
+
+def grant_training_data_access(bucket: s3.IBucket, role: iam.Role) -> None:
+    """Exact actions on exact prefixes: a job can read its inputs and write models, nothing else."""
+    readable = sorted(set(TRAINING_READS) | set(TRAINING_WRITES))
+    role.add_to_policy(
+        iam.PolicyStatement(
+            actions=["s3:ListBucket"],
+            resources=[bucket.bucket_arn],
+            conditions={"StringLike": {"s3:prefix": [f"{prefix}*" for prefix in readable]}},
+        )
+    )
+    role.add_to_policy(
+        iam.PolicyStatement(
+            actions=["s3:GetObject"], resources=[bucket.arn_for_objects(f"{prefix}*") for prefix in readable]
+        )
+    )
+    role.add_to_policy(
+        iam.PolicyStatement(
+            actions=["s3:PutObject", "s3:AbortMultipartUpload", "s3:DeleteObject"],
+            resources=[bucket.arn_for_objects(f"{prefix}*") for prefix in TRAINING_WRITES],
+        )
+    )
+    bucket_ref = role.stack.get_logical_id(bucket.node.default_child)
+    acknowledge(
+        role,
+        {
+            f"AwsSolutions-IAM5[Resource::<{bucket_ref}.Arn>/{prefix}*]": (
+                f"Training jobs read or write any object under {prefix}: one folder per job and run."
+            )
+            for prefix in readable
+        },
+    )

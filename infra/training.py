@@ -1,0 +1,76 @@
+"""What a SageMaker training job runs as: the trainer image (built from ``trainer_image/``) and its role."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aws_cdk import ArnFormat, Stack
+from aws_cdk import aws_ecr_assets as ecr_assets
+from aws_cdk import aws_iam as iam
+from constructs import Construct
+
+from infra.nag import acknowledge
+
+SAGEMAKER_LOG_GROUP = "/aws/sagemaker/TrainingJobs"
+
+
+class Training(Construct):
+    """The image asset and the execution role; bucket grants are wired in the stack."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, trainer_image_directory: Path) -> None:
+        super().__init__(scope, construct_id)
+        stack = Stack.of(self)
+
+        self.image = ecr_assets.DockerImageAsset(
+            self,
+            "TrainerImage",
+            directory=str(trainer_image_directory),
+            platform=ecr_assets.Platform.LINUX_AMD64,
+            exclude=["tests", "**/__pycache__", "*.egg-info"],
+        )
+
+        self.execution_role = iam.Role(
+            self,
+            "ExecutionRole",
+            assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"),
+            description="Runs DreamBooth training jobs: reads its batch, writes its model.",
+        )
+        self.image.repository.grant_pull(self.execution_role)
+        self.execution_role.add_to_policy(
+            iam.PolicyStatement(actions=["ecr:GetAuthorizationToken"], resources=["*"])
+        )
+        log_group_arn = stack.format_arn(
+            service="logs",
+            resource="log-group",
+            resource_name=f"{SAGEMAKER_LOG_GROUP}:*",
+            arn_format=ArnFormat.COLON_RESOURCE_NAME,
+        )
+        self.execution_role.add_to_policy(
+            iam.PolicyStatement(
+                actions=[
+                    "logs:CreateLogGroup",
+                    "logs:CreateLogStream",
+                    "logs:PutLogEvents",
+                    "logs:DescribeLogStreams",
+                ],
+                resources=[log_group_arn],
+            )
+        )
+        self.execution_role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["cloudwatch:PutMetricData"],
+                resources=["*"],
+                conditions={"StringLike": {"cloudwatch:namespace": "/aws/sagemaker/*"}},
+            )
+        )
+        acknowledge(
+            self.execution_role,
+            {
+                "AwsSolutions-IAM5[Resource::*]": (
+                    "ecr:GetAuthorizationToken and cloudwatch:PutMetricData support no resource scoping; "
+                    "PutMetricData is limited to SageMaker namespaces by condition."
+                ),
+                f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:logs:<AWS::Region>:<AWS::AccountId>:log-group:"
+                f"{SAGEMAKER_LOG_GROUP}:*]": "SageMaker names one log stream per job inside this log group.",
+            },
+        )

@@ -1,0 +1,1 @@
+"""Lambda handlers and the job domain they share (imported as ``lambdas.*`` in AWS and locally)."""

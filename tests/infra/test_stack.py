@@ -1,0 +1,145 @@
+"""The synthesized template, as CloudFormation will see it (cdk-nag runs during this synth)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from aws_cdk.assertions import Match, Template
+
+from app import build_app
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+EMAIL = "owner@example.com"
+
+
+@pytest.fixture(scope="module")
+def assembly(tmp_path_factory):
+    outdir = tmp_path_factory.mktemp("cdk.out")
+    app = build_app({"notification_email": EMAIL, "stack_name": "TestDreamBooth"})
+    return app.synth(), outdir
+
+
+@pytest.fixture(scope="module")
+def stack_artifact(assembly):
+    cloud_assembly, _ = assembly
+    return cloud_assembly.get_stack_by_name("TestDreamBooth")
+
+
+@pytest.fixture(scope="module")
+def template(stack_artifact):
+    return Template.from_json(stack_artifact.template)
+
+
+def test_data_bucket_is_private_encrypted_logged_and_sends_events_to_eventbridge(template):
+    template.has_resource_properties(
+        "AWS::S3::Bucket",
+        {
+            "BucketEncryption": {
+                "ServerSideEncryptionConfiguration": [
+                    {"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}
+                ]
+            },
+            "PublicAccessBlockConfiguration": {
+                "BlockPublicAcls": True,
+                "BlockPublicPolicy": True,
+                "IgnorePublicAcls": True,
+                "RestrictPublicBuckets": True,
+            },
+            "LoggingConfiguration": Match.object_like({"LogFilePrefix": "data-bucket/"}),
+            "NotificationConfiguration": {"EventBridgeConfiguration": {"EventBridgeEnabled": True}},
+        },
+    )
+    template.resource_count_is("AWS::S3::Bucket", 2)
+    template.resource_count_is("Custom::S3BucketNotifications", 0)
+
+
+def test_buckets_refuse_plain_http(template):
+    policies = template.find_resources("AWS::S3::BucketPolicy")
+    assert len(policies) == 2
+    for policy in policies.values():
+        statements = policy["Properties"]["PolicyDocument"]["Statement"]
+        assert any(
+            s["Effect"] == "Deny" and s["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+            for s in statements
+        )
+
+
+def test_topic_is_encrypted_with_a_rotating_key_and_emails_the_owner(template):
+    template.has_resource_properties("AWS::KMS::Key", {"EnableKeyRotation": True})
+    template.has_resource_properties("AWS::SNS::Topic", {"KmsMasterKeyId": Match.any_value()})
+    template.has_resource_properties("AWS::SNS::Subscription", {"Protocol": "email", "Endpoint": EMAIL})
+
+
+def test_without_an_email_there_is_no_subscription_and_a_warning():
+    app = build_app({"stack_name": "NoMail"})
+    cloud_assembly = app.synth()
+    artifact = cloud_assembly.get_stack_by_name("NoMail")
+    Template.from_json(artifact.template).resource_count_is("AWS::SNS::Subscription", 0)
+    warnings = [m.entry.data for m in artifact.messages if m.level.name == "WARNING"]
+    assert any("notification_email" in str(w) for w in warnings)
+
+
+def test_sagemaker_role_reads_inputs_and_writes_models_by_prefix_only(template):
+    roles = template.find_resources(
+        "AWS::IAM::Role",
+        {
+            "Properties": {
+                "AssumeRolePolicyDocument": {
+                    "Statement": [Match.object_like({"Principal": {"Service": "sagemaker.amazonaws.com"}})]
+                }
+            }
+        },
+    )
+    assert len(roles) == 1
+    role_id = next(iter(roles))
+    policies = template.find_resources("AWS::IAM::Policy", {"Properties": {"Roles": [{"Ref": role_id}]}})
+    statements = [s for p in policies.values() for s in p["Properties"]["PolicyDocument"]["Statement"]]
+    text = json.dumps(statements)
+    for prefix in ["uploads/*", "class-images/*", "base-models/*", "models/*", "checkpoints/*"]:
+        assert prefix in text
+    actions = {
+        a for s in statements for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])
+    }
+    assert "s3:*" not in actions and not any(a.startswith("s3:") and a.endswith("*") for a in actions)
+    writes = [s for s in statements if "s3:PutObject" in s["Action"]]
+    assert writes and "uploads/*" not in json.dumps(writes), "training must never overwrite user uploads"
+
+
+def test_trainer_image_is_built_from_trainer_image_folder(stack_artifact):
+    manifest = json.loads(
+        Path(stack_artifact.assembly.directory, f"{stack_artifact.stack_name}.assets.json").read_text()
+    )
+    images = manifest["dockerImages"].values()
+    assert len(images) == 1
+    source = next(iter(images))["source"]
+    staged = Path(stack_artifact.assembly.directory, source["directory"])
+    assert (staged / "Dockerfile").is_file()
+    assert (staged / "requirements.txt").read_text() == (
+        REPO_ROOT / "trainer_image/requirements.txt"
+    ).read_text()
+    assert source.get("platform") == "linux/amd64"
+
+
+def test_outputs_tell_the_user_where_to_upload_and_where_models_land(template):
+    outputs = template.find_outputs("*")
+    assert {"BucketName", "UploadPrefix", "ModelsPrefix", "NotificationTopicArn", "TrainerImageUri"} <= set(
+        outputs
+    )
+
+
+def test_cfn_lint_passes(stack_artifact):
+    template_file = Path(stack_artifact.assembly.directory, stack_artifact.template_file)
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("cfn-lint")),
+            "--ignore-checks",
+            "W3005",
+            "--",
+            str(template_file),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

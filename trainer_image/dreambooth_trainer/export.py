@@ -1,0 +1,104 @@
+"""Write the trained model: a diffusers folder (full fine-tune) or one LoRA .safetensors file, plus a small
+record.
+
+Weights are safetensors in half precision unless output_dtype says otherwise: an SD 1.5 folder is ~2 GB in
+fp16 instead of ~4 GB, and inference runs in fp16 anyway.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .hyperparameters import TrainingHyperparameters
+from .loop import LoopResult
+from .model_loading import ModelParts
+
+log = logging.getLogger(__name__)
+
+OUTPUT_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"
+TRAINING_RECORD = "dreambooth.json"
+
+
+def export_full_model(parts: ModelParts, result: LoopResult, out_dir: Path, dtype: torch.dtype) -> None:
+    from diffusers import StableDiffusionPipeline
+
+    vae, text_encoder = parts.vae, result.text_encoder
+    for (
+        name,
+        state,
+    ) in result.frozen_fp32.items():  # precision the loop gave up for speed, restored for export
+        {"vae": vae, "text_encoder": text_encoder}[name].to("cpu").load_state_dict(state)
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=parts.tokenizer,
+        unet=result.unet,
+        scheduler=parts.inference_scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.to("cpu", dtype)
+    pipe.save_pretrained(out_dir, safe_serialization=True)
+
+
+def export_lora(result: LoopResult, out_dir: Path, dtype: torch.dtype, with_text_encoder: bool) -> None:
+    from diffusers import StableDiffusionPipeline
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft.utils import get_peft_model_state_dict
+
+    def adapter(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+        state = convert_state_dict_to_diffusers(
+            get_peft_model_state_dict(module, save_embedding_layers=False)
+        )
+        return {key: tensor.detach().to("cpu", dtype).contiguous() for key, tensor in state.items()}
+
+    StableDiffusionPipeline.save_lora_weights(
+        out_dir,
+        unet_lora_layers=adapter(result.unet),
+        text_encoder_lora_layers=adapter(result.text_encoder) if with_text_encoder else None,
+        weight_name=LORA_WEIGHT_NAME,
+        safe_serialization=True,
+    )
+
+
+def export_model(
+    parts: ModelParts, result: LoopResult, hp: TrainingHyperparameters, out_dir: Path, extra: dict[str, Any]
+) -> dict[str, Any]:
+    """Write the model into out_dir and return the training record (also saved as dreambooth.json)."""
+    import diffusers
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    dtype = OUTPUT_DTYPES[hp.output_dtype]
+    # diffusers warns that fp16 pipelines cannot run on CPU: true, and irrelevant for writing files.
+    verbosity = diffusers.utils.logging.get_verbosity()
+    diffusers.utils.logging.set_verbosity_error()
+    try:
+        if hp.training_method == "lora":
+            export_lora(result, out_dir, dtype, with_text_encoder=hp.train_text_encoder)
+        else:
+            export_full_model(parts, result, out_dir, dtype)
+    finally:
+        diffusers.utils.logging.set_verbosity(verbosity)
+    record = {
+        "kind": hp.training_method,
+        "model_name": hp.model_name,
+        "prompt": hp.instance_prompt,
+        "class_prompt": hp.class_prompt if hp.with_prior_preservation else None,
+        "base_model": parts.source.location,
+        "resolution": hp.resolution,
+        "steps": result.global_step,
+        "output_dtype": hp.output_dtype,
+        "lora_weight_name": LORA_WEIGHT_NAME if hp.training_method == "lora" else None,
+        "hyperparameters": hp.to_sagemaker_strings(),
+        **extra,
+    }
+    (out_dir / TRAINING_RECORD).write_text(json.dumps(record, indent=2, sort_keys=True))
+    log.info("model written to %s (%s, %s)", out_dir, hp.training_method, hp.output_dtype)
+    return record

@@ -8,9 +8,9 @@ the stack and handed to the Lambdas.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from lambdas.jobs.spec import JobDefaults
 
@@ -24,6 +24,8 @@ class ServiceSettings(BaseModel):
 
     notification_email: str | None = None
     retain_data_on_delete: bool = True
+    # First wait before retrying a throttled CreateTrainingJob (then doubled, 5 attempts).
+    training_retry_seconds: Annotated[int, Field(ge=1, le=600)] = 20
     job_defaults: JobDefaults = JobDefaults()
 
     @field_validator("notification_email")
@@ -47,6 +49,7 @@ def settings_from_context(context: dict[str, Any]) -> ServiceSettings:
         return ServiceSettings(
             notification_email=context.get("notification_email") or None,
             retain_data_on_delete=_as_bool(context.get("retain_data_on_delete", True)),
+            training_retry_seconds=context.get("training_retry_seconds", 20),
             job_defaults=JobDefaults.model_validate(defaults),
         )
     except ValidationError as err:

@@ -11,6 +11,7 @@ from constructs import Construct
 
 from infra.nag import acknowledge
 from infra.notifications import Notifications
+from infra.pipeline import Pipeline
 from infra.settings import ServiceSettings
 from infra.storage import Storage
 from infra.training import Training
@@ -31,6 +32,22 @@ class DreamBoothStack(Stack):
         bucket = self.storage.bucket
         grant_training_data_access(bucket, self.training.execution_role)
 
+        self.pipeline = Pipeline(
+            self,
+            "Pipeline",
+            bucket=bucket,
+            topic=self.notifications.topic,
+            training_role=self.training.execution_role,
+            training_image_uri=self.training.image.image_uri,
+            job_defaults=settings.job_defaults,
+            retain_data_on_delete=settings.retain_data_on_delete,
+            training_retry_seconds=settings.training_retry_seconds,
+        )
+        # The state machine publishes to the encrypted topic: SNS needs the key on the publisher's behalf.
+        self.notifications.encryption_key.grant(
+            self.pipeline.state_machine.role, "kms:GenerateDataKey", "kms:Decrypt"
+        )
+
         if not settings.notification_email:
             Annotations.of(self).add_warning_v2(
                 "dreambooth:no-email",
@@ -45,6 +62,9 @@ class DreamBoothStack(Stack):
         CfnOutput(self, "ModelsPrefix", value=f"s3://{bucket.bucket_name}/{s3_layout.MODELS_ROOT}")
         CfnOutput(self, "NotificationTopicArn", value=self.notifications.topic.topic_arn)
         CfnOutput(self, "TrainerImageUri", value=self.training.image.image_uri)
+        CfnOutput(self, "StateMachineArn", value=self.pipeline.state_machine.state_machine_arn)
+        CfnOutput(self, "JobsTableName", value=self.pipeline.table.table_name)
+        CfnOutput(self, "UploadEventsQueueUrl", value=self.pipeline.queue.queue_url)
 
 
 # What a training job reads and writes, by key prefix (see lambdas/jobs/s3_layout.py).

@@ -13,6 +13,13 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from dreambooth_trainer.hyperparameters import (
+    HyperparameterError,
+    TrainingHyperparameters,
+    parse_hyperparameters,
+)
+from lambdas.jobs.naming import job_slug
+
 TrainingMethod = Literal["full", "lora"]
 HyperparameterValue = str | int | float | bool
 
@@ -20,6 +27,26 @@ INSTANCE_TYPE_PATTERN = r"^ml\.[a-z0-9]+\.[a-z0-9]+$"
 # SageMaker's own limit on a single training job's runtime (28 days).
 MAX_RUNTIME_LIMIT_SECONDS = 28 * 24 * 3600
 _WORD = re.compile(r"^[^\s]+$")
+
+
+# Hyperparameters the service decides for every run: where data and the model go.
+SERVICE_OWNED_HYPERPARAMETERS = {
+    "model_output_s3_uri": "every run writes to s3://<bucket>/models/<job>/<run>/",
+    "manul_upload_model_path": "every run writes to s3://<bucket>/models/<job>/<run>/",
+    "instance_data_dir": "the batch's photos are the 'images' channel",
+    "class_data_dir": "shared class images are the 'class_images' channel",
+    "models_path": "the trainer writes to /opt/ml/model",
+    "model_name": "it is the job name",
+}
+# Hyperparameters that job.json spells as its own fields (hyperparameter -> field).
+SPEC_FIELD_HYPERPARAMETERS = {
+    "instance_prompt": "instance_prompt",
+    "class_prompt": "class_prompt",
+    "with_prior_preservation": "with_prior_preservation",
+    "training_method": "training_method",
+    "max_train_steps": "max_train_steps",
+    "pretrained_model_name_or_path": "base_model",
+}
 
 
 class JobSpecError(ValueError):
@@ -40,10 +67,14 @@ class JobDefaults(BaseModel):
     with_prior_preservation: bool = True
     use_spot: bool = True
     max_runtime_seconds: Annotated[int, Field(ge=600, le=MAX_RUNTIME_LIMIT_SECONDS)] = 4 * 3600
-    quiet_period_seconds: Annotated[int, Field(ge=5, le=24 * 3600)] = 60
+    quiet_period_seconds: Annotated[int, Field(ge=1, le=24 * 3600)] = 60
+    # After job.json commits a batch, wait this long without new uploads: `aws s3 cp --recursive` sends
+    # job.json in parallel with the photos, and a photo that lands a moment later belongs to the batch.
+    commit_settle_seconds: Annotated[int, Field(ge=0, le=3600)] = 5
     min_images: Annotated[int, Field(ge=1)] = 3
     max_images: Annotated[int, Field(ge=1)] = 200
     max_image_bytes: Annotated[int, Field(ge=1024)] = 25 * 1024 * 1024
+    min_image_side: Annotated[int, Field(ge=1)] = 64
 
     @model_validator(mode="after")
     def _image_bounds(self) -> JobDefaults:
@@ -76,6 +107,21 @@ class JobSpec(BaseModel):
         default_factory=dict,
         description="Any other trainer hyperparameter, passed through and checked against its schema.",
     )
+
+    @field_validator("hyperparameters")
+    @classmethod
+    def _no_service_owned_keys(cls, values: dict[str, HyperparameterValue]) -> dict[str, HyperparameterValue]:
+        problems = []
+        for key in values:
+            if key in SERVICE_OWNED_HYPERPARAMETERS:
+                problems.append(f"'{key}' is set by the service ({SERVICE_OWNED_HYPERPARAMETERS[key]})")
+            elif key in SPEC_FIELD_HYPERPARAMETERS:
+                problems.append(
+                    f"'{key}' is a job.json field: set \"{SPEC_FIELD_HYPERPARAMETERS[key]}\" instead"
+                )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return values
 
     @field_validator("token")
     @classmethod
@@ -154,8 +200,53 @@ def describe_validation_error(err: ValidationError, *, source: str) -> str:
     lines = []
     for problem in err.errors():
         location = ".".join(str(part) for part in problem["loc"]) or "(root)"
-        message = problem["msg"]
+        message = problem["msg"].removeprefix("Value error, ")
         if problem["type"] == "extra_forbidden":
             message = f"unknown field; valid fields are: {', '.join(sorted(JobSpec.model_fields))}"
         lines.append(f"{source}: {location}: {message}")
     return "\n".join(lines)
+
+
+def training_hyperparameters(job: ResolvedJob, *, model_output_s3_uri: str) -> TrainingHyperparameters:
+    """The trainer's hyperparameters for one run, checked by the trainer's own schema.
+
+    The user's extra keys go first and the job's decided values over them, so nothing in
+    ``hyperparameters`` can redirect the model or contradict a job.json field (the spec also rejects
+    such keys up front, with a message).
+    """
+    decided: dict[str, HyperparameterValue] = {
+        "instance_prompt": job.instance_prompt,
+        "with_prior_preservation": job.with_prior_preservation,
+        "training_method": job.training_method,
+        "max_train_steps": job.max_train_steps,
+        "model_output_s3_uri": model_output_s3_uri,
+        "model_name": job_slug(job.job_name),
+    }
+    if job.class_prompt:
+        decided["class_prompt"] = job.class_prompt
+    if not job.base_model.startswith("s3://"):
+        # An s3:// base model arrives as the 'model' channel, which the trainer prefers.
+        decided["pretrained_model_name_or_path"] = job.base_model
+    try:
+        return parse_hyperparameters({**job.hyperparameters, **decided})
+    except HyperparameterError as err:
+        raise JobSpecError(f"job.json: hyperparameters: {err}") from None
+
+
+# Sent even when equal to the trainer's default, so the request alone says what a run was asked to do.
+ALWAYS_SENT_HYPERPARAMETERS = frozenset(
+    {
+        "instance_prompt",
+        "with_prior_preservation",
+        "training_method",
+        "max_train_steps",
+        "model_output_s3_uri",
+    }
+)
+
+
+def hyperparameter_strings(hyperparameters: TrainingHyperparameters) -> dict[str, str]:
+    """CreateTrainingJob's HyperParameters: what differs from the trainer's defaults, plus the key choices."""
+    full = hyperparameters.to_sagemaker_strings(include_defaults=True)
+    changed = hyperparameters.to_sagemaker_strings()
+    return {key: value for key, value in full.items() if key in changed or key in ALWAYS_SENT_HYPERPARAMETERS}

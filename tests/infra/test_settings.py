@@ -31,3 +31,10 @@ def test_unknown_default_keys_and_bad_values_are_errors():
 
 def test_other_context_keys_such_as_feature_flags_are_left_to_cdk():
     assert settings_from_context({"@aws-cdk/core:foo": True, "stack_name": "x"}).notification_email is None
+
+
+def test_throttling_retry_interval_is_a_context_setting():
+    assert settings_from_context({}).training_retry_seconds == 20
+    assert settings_from_context({"training_retry_seconds": "3"}).training_retry_seconds == 3
+    with pytest.raises(ValueError, match="training_retry_seconds"):
+        settings_from_context({"training_retry_seconds": 0})

@@ -5,31 +5,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from aws_cdk.assertions import Match, Template
 
 from app import build_app
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-EMAIL = "owner@example.com"
-
-
-@pytest.fixture(scope="module")
-def assembly(tmp_path_factory):
-    outdir = tmp_path_factory.mktemp("cdk.out")
-    app = build_app({"notification_email": EMAIL, "stack_name": "TestDreamBooth"})
-    return app.synth(), outdir
-
-
-@pytest.fixture(scope="module")
-def stack_artifact(assembly):
-    cloud_assembly, _ = assembly
-    return cloud_assembly.get_stack_by_name("TestDreamBooth")
-
-
-@pytest.fixture(scope="module")
-def template(stack_artifact):
-    return Template.from_json(stack_artifact.template)
+EMAIL = "owner@example.com"  # what tests/infra/conftest.py synthesizes with
 
 
 def test_data_bucket_is_private_encrypted_logged_and_sends_events_to_eventbridge(template):
@@ -124,9 +105,16 @@ def test_trainer_image_is_built_from_trainer_image_folder(stack_artifact):
 
 def test_outputs_tell_the_user_where_to_upload_and_where_models_land(template):
     outputs = template.find_outputs("*")
-    assert {"BucketName", "UploadPrefix", "ModelsPrefix", "NotificationTopicArn", "TrainerImageUri"} <= set(
-        outputs
-    )
+    assert {
+        "BucketName",
+        "UploadPrefix",
+        "ModelsPrefix",
+        "NotificationTopicArn",
+        "TrainerImageUri",
+        "StateMachineArn",
+        "JobsTableName",
+        "UploadEventsQueueUrl",
+    } <= set(outputs)
 
 
 def test_cfn_lint_passes(stack_artifact):

@@ -29,6 +29,8 @@ BASE_HYPERPARAMETERS = {
     "logging_steps": "2",
     "num_threads": "1",
     "center_crop": "true",
+    "num_samples": "1",  # samples on, but cheap: one image, two denoising steps
+    "sample_inference_steps": "2",
 }
 
 

@@ -106,6 +106,7 @@ def test_training_job_uploads_through_aws_endpoint_url(
         lora_dir = tmp_path / "downloaded"
         lora_dir.mkdir()
         for entry in manifest["files"]:
+            (lora_dir / entry["key"]).parent.mkdir(parents=True, exist_ok=True)
             s3.download_file(
                 "dreambooth-models", f"users/42/sks/{entry['key']}", str(lora_dir / entry["key"])
             )
@@ -117,7 +118,9 @@ def test_training_job_uploads_through_aws_endpoint_url(
     assert {entry["key"] for entry in manifest["files"]} == {
         "pytorch_lora_weights.safetensors",
         "dreambooth.json",
+        "samples/sample-0.png",
     }
+    assert manifest["samples"] == ["samples/sample-0.png"] and manifest["single_file_name"] is None
     # /opt/ml/model keeps only the small pointers, so model.tar.gz stays tiny.
     assert sorted(p.name for p in job.model_dir.iterdir()) == ["dreambooth.json", MANIFEST_NAME]
     assert json.loads((job.model_dir / MANIFEST_NAME).read_text()) == manifest

@@ -104,6 +104,7 @@ def test_lora_exports_a_file_that_load_lora_weights_loads(new_job, tiny_model) -
     assert sorted(p.name for p in job.model_dir.iterdir()) == [
         "dreambooth.json",
         "pytorch_lora_weights.safetensors",
+        "samples",
     ]
 
     pipe = StableDiffusionPipeline.from_pretrained(tiny_model, local_files_only=True)

@@ -31,3 +31,9 @@ class TrainingStopped(TrainerError):
     """SIGTERM (StopTrainingJob, MaxRuntime, spot reclaim) arrived; state was saved when possible."""
 
     exit_code = 143
+
+
+class SampleRenderingError(TrainerError):
+    """The sample images could not be rendered after training: the job fails rather than ship without them."""
+
+    exit_code = 1

@@ -1,5 +1,6 @@
-"""Write the trained model: a diffusers folder (full fine-tune) or one LoRA .safetensors file, plus a small
-record.
+"""Write the trained model: a diffusers folder (full fine-tune) plus, unless export_single_file=false, the
+same weights as one original-layout `<model_name>.safetensors` for the WebUIs; or one LoRA .safetensors file.
+Then a small record (dreambooth.json) that also lists the sample images.
 
 Weights are safetensors in half precision unless output_dtype says otherwise: an SD 1.5 folder is ~2 GB in
 fp16 instead of ~4 GB, and inference runs in fp16 anyway.
@@ -17,6 +18,7 @@ import torch
 from .hyperparameters import TrainingHyperparameters
 from .loop import LoopResult
 from .model_loading import ModelParts
+from .single_file import single_file_name, write_single_file
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +27,10 @@ LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"
 TRAINING_RECORD = "dreambooth.json"
 
 
-def export_full_model(parts: ModelParts, result: LoopResult, out_dir: Path, dtype: torch.dtype) -> None:
+def export_full_model(
+    parts: ModelParts, result: LoopResult, out_dir: Path, dtype: torch.dtype, single_file: str | None
+) -> None:
+    """The diffusers folder into out_dir; with single_file, also out_dir/single_file (original layout)."""
     from diffusers import StableDiffusionPipeline
 
     vae, text_encoder = parts.vae, result.text_encoder
@@ -46,6 +51,9 @@ def export_full_model(parts: ModelParts, result: LoopResult, out_dir: Path, dtyp
     )
     pipe.to("cpu", dtype)
     pipe.save_pretrained(out_dir, safe_serialization=True)
+    if single_file:
+        write_single_file(result.unet, vae, text_encoder, out_dir / single_file, dtype)
+        log.info("single-file checkpoint written: %s", out_dir / single_file)
 
 
 def export_lora(result: LoopResult, out_dir: Path, dtype: torch.dtype, with_text_encoder: bool) -> None:
@@ -69,13 +77,24 @@ def export_lora(result: LoopResult, out_dir: Path, dtype: torch.dtype, with_text
 
 
 def export_model(
-    parts: ModelParts, result: LoopResult, hp: TrainingHyperparameters, out_dir: Path, extra: dict[str, Any]
+    parts: ModelParts,
+    result: LoopResult,
+    hp: TrainingHyperparameters,
+    out_dir: Path,
+    extra: dict[str, Any],
+    samples: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Write the model into out_dir and return the training record (also saved as dreambooth.json)."""
+    """Write the model into out_dir and return the training record (also saved as dreambooth.json).
+
+    samples: the sample images already rendered into out_dir (relative paths), listed in the record.
+    """
     import diffusers
 
     out_dir.mkdir(parents=True, exist_ok=True)
     dtype = OUTPUT_DTYPES[hp.output_dtype]
+    single_file = (
+        single_file_name(hp.model_name) if hp.training_method == "full" and hp.export_single_file else None
+    )
     # diffusers warns that fp16 pipelines cannot run on CPU: true, and irrelevant for writing files.
     verbosity = diffusers.utils.logging.get_verbosity()
     diffusers.utils.logging.set_verbosity_error()
@@ -83,7 +102,7 @@ def export_model(
         if hp.training_method == "lora":
             export_lora(result, out_dir, dtype, with_text_encoder=hp.train_text_encoder)
         else:
-            export_full_model(parts, result, out_dir, dtype)
+            export_full_model(parts, result, out_dir, dtype, single_file)
     finally:
         diffusers.utils.logging.set_verbosity(verbosity)
     record = {
@@ -96,6 +115,8 @@ def export_model(
         "steps": result.global_step,
         "output_dtype": hp.output_dtype,
         "lora_weight_name": LORA_WEIGHT_NAME if hp.training_method == "lora" else None,
+        "single_file_name": single_file,
+        "samples": list(samples or []),
         "hyperparameters": hp.to_sagemaker_strings(),
         **extra,
     }

@@ -114,6 +114,18 @@ class TrainingHyperparameters(BaseModel):
     save_use_epochs: bool = Field(False, description="Count save_steps in epochs instead of steps")
     logging_steps: int = Field(10, ge=1, description="Steps per metrics log line")
     output_dtype: Literal["fp16", "bf16", "fp32"] = Field("fp16", description="Precision of exported weights")
+    export_single_file: bool = Field(
+        True,
+        description="Full method: also write <model_name>.safetensors in the original Stable Diffusion layout"
+        " (AUTOMATIC1111, ComfyUI); LoRA jobs write only their LoRA file",
+    )
+    num_samples: int = Field(
+        4,
+        ge=0,
+        description="Images of instance_prompt rendered with the trained model into samples/; 0: none",
+    )
+    sample_inference_steps: int = Field(25, ge=1, description="Denoising steps per sample image")
+    sample_guidance_scale: float = Field(7.5, ge=0, description="Guidance scale of the sample images")
     class_inference_steps: int = Field(30, ge=1, description="Denoising steps per generated class image")
     class_guidance_scale: float = Field(7.5, ge=0, description="Guidance scale for generated class images")
     min_instance_images: int = Field(

@@ -1,4 +1,5 @@
-"""One training job, start to finish: settings, data, base model, class images, the loop, export, upload.
+"""One training job, start to finish: settings, data, base model, class images, the loop, samples, export,
+upload.
 
 Cheap checks come first (hyperparameters, images) so a bad job fails in seconds, before gigabytes are loaded.
 """
@@ -16,13 +17,15 @@ import torch
 
 from .class_images import generate_class_images
 from .data import TrainingImage, load_images, require_images
-from .errors import TrainingDataError
+from .errors import BaseModelError, TrainingDataError
 from .export import TRAINING_RECORD, export_model
 from .hyperparameters import HyperparameterError, TrainingHyperparameters
 from .loop import HALF, LoopResult, train
 from .model_loading import ModelParts, load_model_parts, resolve_base_model
 from .s3_upload import MANIFEST_NAME, upload_model_folder
 from .sagemaker_contract import SageMakerPaths, StopSignal, job_name
+from .samples import render_samples
+from .single_file import SingleFileExportError, check_supported
 from .vram_presets import apply_vram_presets
 
 log = logging.getLogger(__name__)
@@ -65,6 +68,19 @@ def check_resolution(hp: TrainingHyperparameters, parts: ModelParts) -> None:
             f"hyperparameter 'resolution' = {hp.resolution}: this base model needs a multiple of "
             f"{vae_factor * unet_factor} (e.g. 512 or 768 for SD 1.x)"
         )
+
+
+def check_single_file_export(hp: TrainingHyperparameters, parts: ModelParts) -> None:
+    """Before training, not after: every weight name must have an original-layout name."""
+    if hp.training_method != "full" or not hp.export_single_file:
+        return
+    try:
+        check_supported(parts.unet, parts.vae, parts.text_encoder)
+    except SingleFileExportError as exc:
+        raise BaseModelError(
+            f"this base model cannot be exported as a single-file checkpoint ({exc}); "
+            "set export_single_file=false to train it without one"
+        ) from None
 
 
 def prepare_class_images(
@@ -110,6 +126,8 @@ def publish(out_dir: Path, hp: TrainingHyperparameters, record: dict[str, Any]) 
         "prompt": record["prompt"],
         "base_model": record["base_model"],
         "lora_weight_name": record["lora_weight_name"],
+        "single_file_name": record["single_file_name"],
+        "samples": record["samples"],
     }
     manifest = upload_model_folder(out_dir, hp.model_output_s3_uri, fields)
     for path in out_dir.iterdir():
@@ -143,6 +161,7 @@ def run_job(
     stop.phase = "loading the base model"
     parts = load_model_parts(resolve_base_model(hp, paths))
     check_resolution(hp, parts)
+    check_single_file_export(hp, parts)
     class_images: list[TrainingImage] = []
     generated: list[Path] = []
     if hp.with_prior_preservation:
@@ -154,8 +173,10 @@ def run_job(
 
     out_dir = paths.resolve(hp.models_path) if hp.models_path else paths.model_dir
     extra = {"job_name": job_name(), "instance_images": len(instance), "class_images": len(class_images)}
+    stop.phase = "rendering sample images"
+    samples = render_samples(parts, result, hp, out_dir)  # before the export casts the modules
     stop.phase = "writing the model"
-    record = export_model(parts, result, hp, out_dir, extra)
+    record = export_model(parts, result, hp, out_dir, extra, samples)
     stop.phase = "uploading the model"
     manifest = publish(out_dir, hp, record)
     return JobResult(hp, out_dir, record, manifest, result, generated)

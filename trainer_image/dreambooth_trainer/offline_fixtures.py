@@ -1,15 +1,14 @@
 """A tiny Stable Diffusion with random weights, synthetic subject photos, and a single-file export.
 
-Nothing here downloads: tests and the project's local demo build a ~2 M-parameter SD 1.x-shaped model in a
-second. Usage: `python -m dreambooth_trainer.offline_fixtures OUT_DIR` writes OUT_DIR/tiny-sd and
-OUT_DIR/images.
+Nothing here downloads: tests and the project's local demo build a ~2 M-parameter SD 1.x-shaped (sd2=True:
+SD 2.x-shaped) model in a second. Usage: `python -m dreambooth_trainer.offline_fixtures OUT_DIR` writes
+OUT_DIR/tiny-sd and OUT_DIR/images.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import re
 from pathlib import Path
 
 import numpy as np
@@ -52,8 +51,13 @@ def write_byte_level_clip_tokenizer(folder: Path, model_max_length: int = 77) ->
     return len(tokens)
 
 
-def build_tiny_base_model(path: str | Path, *, prediction_type: str = "epsilon", seed: int = 0) -> Path:
-    """A diffusers folder shaped like SD 1.x (UNet/VAE/CLIP/PNDM, no safety checker) with random weights."""
+def build_tiny_base_model(
+    path: str | Path, *, prediction_type: str = "epsilon", seed: int = 0, sd2: bool = False
+) -> Path:
+    """A diffusers folder shaped like SD 1.x (UNet/VAE/CLIP/PNDM, no safety checker) with random weights.
+
+    sd2: shaped like SD 2.x instead: an OpenCLIP-style text encoder (gelu) and linear attention projections.
+    """
     import torch
     from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
@@ -72,6 +76,8 @@ def build_tiny_base_model(path: str | Path, *, prediction_type: str = "epsilon",
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
         cross_attention_dim=32,
+        attention_head_dim=(2, 4) if sd2 else 8,
+        use_linear_projection=sd2,
     )
     vae = AutoencoderKL(
         block_out_channels=(32, 64),
@@ -89,6 +95,7 @@ def build_tiny_base_model(path: str | Path, *, prediction_type: str = "epsilon",
             intermediate_size=37,
             num_attention_heads=4,
             num_hidden_layers=5,
+            hidden_act="gelu" if sd2 else "quick_gelu",
             max_position_embeddings=77,
             projection_dim=32,
             bos_token_id=vocab_size - 2,
@@ -151,112 +158,15 @@ def write_sample_subject_images(
     return written
 
 
-# --- Single-file export in the original (CompVis/LDM) key layout --------------------------------------------
-
-_RESNET_LDM = [
-    ("norm1", "in_layers.0"),
-    ("conv1", "in_layers.2"),
-    ("norm2", "out_layers.0"),
-    ("conv2", "out_layers.3"),
-    ("time_emb_proj", "emb_layers.1"),
-    ("conv_shortcut", "skip_connection"),
-]
-_VAE_ATTENTION_LDM = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "proj_out"}
-
-
-def _resnet_rest(rest: str) -> str:
-    for diffusers_name, ldm_name in _RESNET_LDM:
-        if rest.startswith(diffusers_name + "."):
-            return ldm_name + rest[len(diffusers_name) :]
-    return rest
-
-
-def _unet_key(key: str, config: dict) -> str:
-    from diffusers.loaders.single_file_utils import DIFFUSERS_TO_LDM_MAPPING
-
-    top = DIFFUSERS_TO_LDM_MAPPING["unet"]["layers"]
-    if key in top:
-        return top[key]
-    per_level = config["layers_per_block"] + 1
-    if m := re.fullmatch(r"down_blocks\.(\d+)\.(resnets|attentions)\.(\d+)\.(.+)", key):
-        i, kind, j, rest = int(m[1]), m[2], int(m[3]), m[4]
-        index = per_level * i + j + 1
-        return (
-            f"input_blocks.{index}.0.{_resnet_rest(rest)}"
-            if kind == "resnets"
-            else f"input_blocks.{index}.1.{rest}"
-        )
-    if m := re.fullmatch(r"down_blocks\.(\d+)\.downsamplers\.0\.conv\.(.+)", key):
-        return f"input_blocks.{per_level * (int(m[1]) + 1)}.0.op.{m[2]}"
-    if m := re.fullmatch(r"up_blocks\.(\d+)\.(resnets|attentions)\.(\d+)\.(.+)", key):
-        i, kind, j, rest = int(m[1]), m[2], int(m[3]), m[4]
-        index = per_level * i + j
-        return (
-            f"output_blocks.{index}.0.{_resnet_rest(rest)}"
-            if kind == "resnets"
-            else f"output_blocks.{index}.1.{rest}"
-        )
-    if m := re.fullmatch(r"up_blocks\.(\d+)\.upsamplers\.0\.conv\.(.+)", key):
-        i = int(m[1])
-        slot = 2 if config["up_block_types"][i].startswith("CrossAttn") else 1
-        return f"output_blocks.{per_level * i + per_level - 1}.{slot}.conv.{m[2]}"
-    if m := re.fullmatch(r"mid_block\.resnets\.(\d+)\.(.+)", key):
-        return f"middle_block.{2 * int(m[1])}.{_resnet_rest(m[2])}"
-    if m := re.fullmatch(r"mid_block\.attentions\.0\.(.+)", key):
-        return f"middle_block.1.{m[1]}"
-    raise ValueError(f"no original-layout name for UNet weight {key}")
-
-
-def _vae_key(key: str, config: dict) -> str:
-    from diffusers.loaders.single_file_utils import DIFFUSERS_TO_LDM_MAPPING
-
-    top = DIFFUSERS_TO_LDM_MAPPING["vae"]
-    if key in top:
-        return top[key]
-    levels = len(config["up_block_types"])
-    shortcut = lambda rest: rest.replace("conv_shortcut", "nin_shortcut")  # noqa: E731
-    if m := re.fullmatch(r"encoder\.down_blocks\.(\d+)\.resnets\.(\d+)\.(.+)", key):
-        return f"encoder.down.{m[1]}.block.{m[2]}.{shortcut(m[3])}"
-    if m := re.fullmatch(r"encoder\.down_blocks\.(\d+)\.downsamplers\.0\.conv\.(.+)", key):
-        return f"encoder.down.{m[1]}.downsample.conv.{m[2]}"
-    if m := re.fullmatch(r"decoder\.up_blocks\.(\d+)\.resnets\.(\d+)\.(.+)", key):
-        return f"decoder.up.{levels - 1 - int(m[1])}.block.{m[2]}.{shortcut(m[3])}"
-    if m := re.fullmatch(r"decoder\.up_blocks\.(\d+)\.upsamplers\.0\.conv\.(.+)", key):
-        return f"decoder.up.{levels - 1 - int(m[1])}.upsample.conv.{m[2]}"
-    if m := re.fullmatch(r"(encoder|decoder)\.mid_block\.resnets\.(\d+)\.(.+)", key):
-        return f"{m[1]}.mid.block_{int(m[2]) + 1}.{shortcut(m[3])}"
-    if m := re.fullmatch(r"(encoder|decoder)\.mid_block\.attentions\.0\.(.+)\.(weight|bias)", key):
-        return f"{m[1]}.mid.attn_1.{_VAE_ATTENTION_LDM[m[2]]}.{m[3]}"
-    raise ValueError(f"no original-layout name for VAE weight {key}")
-
-
 def write_single_file_checkpoint(model_dir: str | Path, path: str | Path) -> Path:
-    """Pack a diffusers SD 1.x folder into one .safetensors in the original (CompVis) layout.
+    """Pack a diffusers SD 1.x/2.x folder into one .safetensors in the original (CompVis) layout.
 
-    That is the layout of the single files users download; diffusers ships no exporter in this direction.
-    `StableDiffusionPipeline.from_single_file(path, config=model_dir)` reads the result back (tested).
+    That is the layout of the single files users download; the mapping is the production exporter's
+    (`single_file`), so `StableDiffusionPipeline.from_single_file(path, config=model_dir)` reads it back.
     """
-    import torch
-    from safetensors.torch import load_file, save_file
+    from .single_file import write_single_file_from_folder
 
-    model_dir, path = Path(model_dir), Path(path)
-    unet_config = json.loads((model_dir / "unet" / "config.json").read_text())
-    vae_config = json.loads((model_dir / "vae" / "config.json").read_text())
-    state: dict[str, torch.Tensor] = {}
-    for key, tensor in load_file(model_dir / "unet" / "diffusion_pytorch_model.safetensors").items():
-        state["model.diffusion_model." + _unet_key(key, unet_config)] = tensor
-    for key, tensor in load_file(model_dir / "vae" / "diffusion_pytorch_model.safetensors").items():
-        new_key = _vae_key(key, vae_config)
-        if re.search(r"mid\.attn_1\.(q|k|v|proj_out)\.weight$", new_key):
-            tensor = tensor.reshape(*tensor.shape, 1, 1)  # linear -> 1x1 conv, as in the original VAE
-        state["first_stage_model." + new_key] = tensor
-    for key, tensor in load_file(model_dir / "text_encoder" / "model.safetensors").items():
-        # transformers 5 dropped the `text_model.` prefix; the original layout keeps it.
-        key = key if key.startswith("text_model.") else "text_model." + key
-        state["cond_stage_model.transformer." + key] = tensor
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in state.items()}, str(path))
-    return path
+    return write_single_file_from_folder(model_dir, path)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -77,3 +77,67 @@ def test_malformed_job_json_is_explained(raw, problem):
 def test_defaults_reject_impossible_bounds():
     with pytest.raises(ValueError, match="min_images"):
         JobDefaults(min_images=10, max_images=5)
+
+
+# --- mapping onto the trainer's hyperparameters ---
+
+from dreambooth_trainer.hyperparameters import parse_hyperparameters  # noqa: E402
+from lambdas.jobs.spec import hyperparameter_strings, training_hyperparameters  # noqa: E402
+
+OUTPUT = "s3://data-bucket/models/my dog/20261124-101500-ab12/"
+
+
+def test_a_job_maps_onto_the_trainer_schema_and_reads_back_the_same():
+    spec = parse_job_spec(
+        {
+            "token": "zwx",
+            "class_word": "dog",
+            "training_method": "lora",
+            "max_train_steps": 300,
+            "hyperparameters": {"learning_rate": 1e-4, "resolution": 768, "train_text_encoder": "true"},
+        }
+    )
+    hp = training_hyperparameters(resolve_job("my dog", spec, JobDefaults()), model_output_s3_uri=OUTPUT)
+    assert (hp.instance_prompt, hp.class_prompt) == ("a photo of zwx dog", "a photo of dog")
+    assert (hp.training_method, hp.max_train_steps, hp.resolution) == ("lora", 300, 768)
+    assert hp.learning_rate == 1e-4 and hp.train_text_encoder is True
+    assert hp.model_output_s3_uri == OUTPUT
+    assert hp.pretrained_model_name_or_path == "stable-diffusion-v1-5/stable-diffusion-v1-5"
+    assert parse_hyperparameters(hyperparameter_strings(hp)) == hp
+
+
+def test_the_request_always_states_the_run_defining_choices():
+    hp = training_hyperparameters(resolve_job("rex", JobSpec(), JobDefaults()), model_output_s3_uri=OUTPUT)
+    strings = hyperparameter_strings(hp)
+    for key in ["instance_prompt", "with_prior_preservation", "training_method", "max_train_steps"]:
+        assert key in strings
+    assert strings["model_output_s3_uri"] == OUTPUT
+    assert all(isinstance(v, str) for v in strings.values())
+
+
+def test_an_s3_base_model_is_left_to_the_model_channel():
+    spec = JobSpec(base_model="s3://data-bucket/base-models/sd15/")
+    hp = training_hyperparameters(resolve_job("rex", spec, JobDefaults()), model_output_s3_uri=OUTPUT)
+    assert "pretrained_model_name_or_path" not in hyperparameter_strings(hp)
+
+
+@pytest.mark.parametrize(
+    ("key", "message"),
+    [
+        ("model_output_s3_uri", "set by the service"),
+        ("manul_upload_model_path", "set by the service"),
+        ("instance_data_dir", "set by the service"),
+        ("max_train_steps", 'set "max_train_steps" instead'),
+        ("pretrained_model_name_or_path", 'set "base_model" instead'),
+    ],
+)
+def test_service_owned_and_field_owned_keys_cannot_be_overridden(key, message):
+    with pytest.raises(JobSpecError, match=message) as caught:
+        parse_job_spec({"hyperparameters": {key: "s3://elsewhere/x/"}})
+    assert str(caught.value).startswith("job.json: hyperparameters:")
+
+
+def test_trainer_schema_errors_name_the_key():
+    spec = parse_job_spec({"hyperparameters": {"resolution": 500}})
+    with pytest.raises(JobSpecError, match="job.json: hyperparameters: .*'resolution'.*multiple of 8"):
+        training_hyperparameters(resolve_job("rex", spec, JobDefaults()), model_output_s3_uri=OUTPUT)

@@ -1,0 +1,229 @@
+"""From an upload to a notification: jobs table, upload queue, EventBridge rule, Lambdas, state machine.
+
+S3 (EventBridge enabled) -> rule "Object Created under uploads/" -> SQS (encrypted, DLQ) -> intake
+Lambda (partial batch failures) -> jobs table + one execution per run of :class:`RunWorkflow`.
+"""
+
+from __future__ import annotations
+
+from aws_cdk import Duration, RemovalPolicy, Stack
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_lambda_event_sources as event_sources
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sqs as sqs
+from constructs import Construct
+
+from infra.functions import PipelineFunction, powertools_layer_arn
+from infra.lambda_code import pipeline_code
+from infra.nag import acknowledge
+from infra.workflow import RunWorkflow
+from lambdas.jobs import s3_layout
+from lambdas.jobs.spec import JobDefaults
+from lambdas.pipeline import config
+
+INTAKE_TIMEOUT = Duration.seconds(60)
+STEP_TIMEOUT = Duration.minutes(2)
+MAX_RECEIVE_COUNT = 5
+
+
+class Pipeline(Construct):
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        bucket: s3.IBucket,
+        topic: sns.ITopic,
+        training_role: iam.IRole,
+        training_image_uri: str,
+        job_defaults: JobDefaults,
+        retain_data_on_delete: bool,
+        training_retry_seconds: int = 20,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        removal = RemovalPolicy.RETAIN if retain_data_on_delete else RemovalPolicy.DESTROY
+
+        self.table = dynamodb.Table(
+            self,
+            "Jobs",
+            partition_key=dynamodb.Attribute(name="pk", type=dynamodb.AttributeType.STRING),
+            sort_key=dynamodb.Attribute(name="sk", type=dynamodb.AttributeType.STRING),
+            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
+            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
+                point_in_time_recovery_enabled=True
+            ),
+            time_to_live_attribute="expires_at",
+            removal_policy=removal,
+        )
+
+        self.dead_letter_queue = sqs.Queue(
+            self,
+            "UploadEventsDLQ",
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
+            retention_period=Duration.days(14),
+        )
+        acknowledge(
+            self.dead_letter_queue,
+            {"AwsSolutions-SQS3": "This is the dead-letter queue of the upload events queue."},
+        )
+        self.queue = sqs.Queue(
+            self,
+            "UploadEvents",
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
+            # AWS's advice for Lambda event sources: at least six times the function timeout.
+            visibility_timeout=Duration.seconds(INTAKE_TIMEOUT.to_seconds() * 6),
+            dead_letter_queue=sqs.DeadLetterQueue(
+                max_receive_count=MAX_RECEIVE_COUNT, queue=self.dead_letter_queue
+            ),
+        )
+        self.rule = events.Rule(
+            self,
+            "UploadCreated",
+            description=f"Objects created under {s3_layout.UPLOADS_ROOT} of the data bucket",
+            event_pattern=events.EventPattern(
+                source=["aws.s3"],
+                detail_type=["Object Created"],
+                detail={
+                    "bucket": {"name": [bucket.bucket_name]},
+                    "object": {"key": [{"prefix": s3_layout.UPLOADS_ROOT}]},
+                },
+            ),
+            targets=[targets.SqsQueue(self.queue)],
+        )
+
+        code = pipeline_code()
+        layer = lambda_.LayerVersion.from_layer_version_arn(self, "Powertools", powertools_layer_arn())
+        environment = {
+            config.BUCKET_NAME: bucket.bucket_name,
+            config.JOBS_TABLE_NAME: self.table.table_name,
+            config.JOB_DEFAULTS: job_defaults.model_dump_json(),
+        }
+
+        def function(name: str, handler: str, description: str, timeout: Duration) -> PipelineFunction:
+            return PipelineFunction(
+                self,
+                name,
+                handler=f"lambdas.handlers.{handler}.handler",
+                description=description,
+                code=code,
+                layer=layer,
+                environment=environment,
+                timeout=timeout,
+            )
+
+        self.check_batch = function(
+            "CheckBatch", "check_batch", "Is the batch complete? Seals it for its run.", STEP_TIMEOUT
+        )
+        self.validate_batch = function(
+            "ValidateBatch",
+            "validate_batch",
+            "Validates a sealed batch before any GPU is paid for.",
+            STEP_TIMEOUT,
+        )
+        self.build_training_request = function(
+            "BuildTrainingRequest",
+            "build_training_request",
+            "Per-run CreateTrainingJob fields.",
+            STEP_TIMEOUT,
+        )
+        self.finish_run = function(
+            "FinishRun", "finish_run", "Records how a run ended and writes its notification.", STEP_TIMEOUT
+        )
+        self.workflow = RunWorkflow(
+            self,
+            "Runs",
+            check_batch=self.check_batch.function,
+            validate_batch=self.validate_batch.function,
+            build_training_request=self.build_training_request.function,
+            finish_run=self.finish_run.function,
+            topic=topic,
+            training_role=training_role,
+            training_image_uri=training_image_uri,
+            training_retry_seconds=training_retry_seconds,
+        )
+        self.state_machine = self.workflow.state_machine
+
+        self.intake = PipelineFunction(
+            self,
+            "Intake",
+            handler="lambdas.handlers.upload_events.handler",
+            description="Upload events: join the open batch or open a run and start its execution.",
+            code=code,
+            layer=layer,
+            environment={**environment, config.STATE_MACHINE_ARN: self.state_machine.state_machine_arn},
+            timeout=INTAKE_TIMEOUT,
+        )
+        self.intake.function.add_event_source(
+            event_sources.SqsEventSource(self.queue, batch_size=10, report_batch_item_failures=True)
+        )
+        self._grant(bucket, Stack.of(self))
+
+    def _grant(self, bucket: s3.IBucket, stack: Stack) -> None:
+        uploads = bucket.arn_for_objects(f"{s3_layout.UPLOADS_ROOT}*")
+        models = bucket.arn_for_objects(f"{s3_layout.MODELS_ROOT}*")
+        self.table.grant_read_write_data(self.intake.role)
+        self.table.grant_read_write_data(self.check_batch.role)
+        self.table.grant_read_write_data(self.validate_batch.role)
+        self.table.grant_read_write_data(self.build_training_request.role)
+        self.table.grant_read_write_data(self.finish_run.role)
+        self.state_machine.grant_start_execution(self.intake.role)
+
+        def allow(fn: PipelineFunction, actions: list[str], resources: list[str], **kwargs) -> None:
+            fn.role.add_to_principal_policy(
+                iam.PolicyStatement(actions=actions, resources=resources, **kwargs)
+            )
+
+        def list_under(fn: PipelineFunction, *prefixes: str) -> None:
+            allow(
+                fn,
+                ["s3:ListBucket"],
+                [bucket.bucket_arn],
+                conditions={"StringLike": {"s3:prefix": [f"{p}*" for p in prefixes]}},
+            )
+
+        allow(self.intake, ["s3:GetObject"], [uploads])  # HeadObject
+        list_under(self.intake, s3_layout.UPLOADS_ROOT)  # without it, HeadObject of a deleted key is 403
+        allow(self.check_batch, ["s3:GetObject"], [uploads])
+        list_under(self.check_batch, s3_layout.UPLOADS_ROOT)
+        allow(
+            self.validate_batch,
+            ["s3:GetObject"],
+            [uploads, bucket.arn_for_objects(f"{s3_layout.BASE_MODELS_ROOT}*")],
+        )
+        list_under(self.validate_batch, s3_layout.UPLOADS_ROOT, s3_layout.BASE_MODELS_ROOT)
+        list_under(self.build_training_request, s3_layout.CLASS_IMAGES_ROOT)
+        allow(self.finish_run, ["s3:GetObject"], [models])
+        list_under(self.finish_run, s3_layout.MODELS_ROOT)
+        training_jobs = stack.format_arn(service="sagemaker", resource="training-job", resource_name="*")
+        allow(self.finish_run, ["sagemaker:DescribeTrainingJob"], [training_jobs])
+
+        bucket_ref = stack.get_logical_id(bucket.node.default_child)
+        table_ref = stack.get_logical_id(self.table.node.default_child)
+        object_reason = "Reads objects by prefix: one folder per job, named by the user."
+        for fn, prefixes in [
+            (self.intake, [s3_layout.UPLOADS_ROOT]),
+            (self.check_batch, [s3_layout.UPLOADS_ROOT]),
+            (self.validate_batch, [s3_layout.UPLOADS_ROOT, s3_layout.BASE_MODELS_ROOT]),
+            (self.build_training_request, []),
+            (self.finish_run, [s3_layout.MODELS_ROOT]),
+        ]:
+            findings = {
+                f"AwsSolutions-IAM5[Resource::<{bucket_ref}.Arn>/{prefix}*]": object_reason
+                for prefix in prefixes
+            }
+            findings[f"AwsSolutions-IAM5[Resource::<{table_ref}.Arn>/index/*]"] = (
+                "CDK's table grant covers the table's indexes (it has none)."
+            )
+            if fn is self.finish_run:
+                findings[
+                    "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:sagemaker:<AWS::Region>:<AWS::AccountId>:"
+                    "training-job/*]"
+                ] = "Training job names are derived per run (job slug + run id); reads only describe them."
+            acknowledge(fn.role, findings)

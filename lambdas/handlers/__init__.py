@@ -1,0 +1,1 @@
+"""Lambda entry points: a typed event in, one call into ``lambdas.pipeline``, structured logs out."""

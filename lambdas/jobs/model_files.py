@@ -1,0 +1,122 @@
+"""What a run left under its model prefix, sorted into what a user loads. Pure.
+
+The trainer uploads the model itself and writes ``manifest.json`` last (its presence means the upload
+is complete): ``{"files": [{"key", "size"}, ...], "kind", "prompt", "lora_weight_name", ...}`` with keys
+relative to the prefix. Without a manifest, the prefix's listing stands in, and the summary says so.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import Any
+
+from lambdas.jobs import s3_layout
+
+WEIGHT_SUFFIXES = (".safetensors", ".ckpt")
+DIFFUSERS_INDEX = "model_index.json"
+SAMPLE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+# SageMaker's own tarball under S3OutputPath (it holds only the manifest): not something to load.
+SAGEMAKER_OUTPUT_MARKER = "/output/"
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    prefix_uri: str
+    manifest_found: bool
+    diffusers_folder: str | None = None
+    checkpoint: str | None = None
+    lora: str | None = None
+    samples: tuple[str, ...] = ()
+    files: tuple[str, ...] = ()
+    total_bytes: int | None = None
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "s3_prefix": self.prefix_uri,
+            "manifest": s3_layout.s3_uri(*_join(self.prefix_uri, s3_layout.MANIFEST_FILENAME))
+            if self.manifest_found
+            else None,
+            "diffusers_folder": self.diffusers_folder,
+            "checkpoint": self.checkpoint,
+            "lora": self.lora,
+            "samples": list(self.samples),
+            "file_count": len(self.files),
+            "total_bytes": self.total_bytes,
+        }
+
+
+def parse_manifest(raw: bytes | str | None) -> dict[str, Any] | None:
+    """The manifest as a dict, or None when absent or unreadable (reported, never fatal)."""
+    if not raw:
+        return None
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def describe_model_files(
+    prefix_uri: str, manifest: dict[str, Any] | None, listed_keys: list[str] | None = None
+) -> ModelFiles:
+    """``listed_keys``: keys relative to the prefix, used only when there is no manifest."""
+    if manifest is not None:
+        entries = manifest.get("files") or []
+        relative = [str(e["key"] if isinstance(e, dict) else e) for e in entries]
+        total = manifest.get("total_bytes")
+    else:
+        relative = [k for k in (listed_keys or []) if k != s3_layout.MANIFEST_FILENAME]
+        total = None
+    relative = sorted(k for k in relative if SAGEMAKER_OUTPUT_MARKER not in f"/{k}")
+
+    index = next((k for k in relative if PurePosixPath(k).name == DIFFUSERS_INDEX), None)
+    diffusers_dir = str(PurePosixPath(index).parent) if index else None
+    lora_name = (manifest or {}).get("lora_weight_name")
+    lora = next((k for k in relative if lora_name and PurePosixPath(k).name == lora_name), None)
+    if lora is None:
+        lora = next((k for k in relative if k.endswith(WEIGHT_SUFFIXES) and "lora" in k.lower()), None)
+
+    def in_diffusers(key: str) -> bool:
+        """Component weights (unet/, vae/, ...) of the diffusers folder are not a single-file checkpoint."""
+        if diffusers_dir is None:
+            return False
+        parent = str(PurePosixPath(key).parent)
+        if diffusers_dir == ".":
+            return parent != "."
+        return parent == diffusers_dir or parent.startswith(f"{diffusers_dir}/")
+
+    checkpoint = next(
+        (k for k in relative if k.endswith(WEIGHT_SUFFIXES) and k != lora and not in_diffusers(k)), None
+    )
+    samples = tuple(
+        k
+        for k in relative
+        if k.startswith(f"{s3_layout.SAMPLES_FOLDER}/") and k.lower().endswith(SAMPLE_SUFFIXES)
+    )
+
+    def uri(key: str | None, folder: bool = False) -> str | None:
+        if key is None:
+            return None
+        if folder:
+            return prefix_uri if key == "." else f"{prefix_uri}{key}/"
+        return f"{prefix_uri}{key}"
+
+    return ModelFiles(
+        prefix_uri=prefix_uri,
+        manifest_found=manifest is not None,
+        diffusers_folder=uri(diffusers_dir, folder=True),
+        checkpoint=uri(checkpoint),
+        lora=uri(lora),
+        samples=tuple(uri(k) for k in samples),
+        files=tuple(relative),
+        total_bytes=total if isinstance(total, int) else None,
+        manifest={k: v for k, v in (manifest or {}).items() if k != "files"},
+    )
+
+
+def _join(prefix_uri: str, name: str) -> tuple[str, str]:
+    bucket, key = s3_layout.split_s3_uri(prefix_uri)
+    return bucket, key + name

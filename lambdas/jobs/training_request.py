@@ -1,0 +1,94 @@
+"""The per-run half of a CreateTrainingJob request. Pure.
+
+The state machine's Train state fills the fixed half itself (trainer image, execution role, metric
+definitions): those come from the stack, so no Lambda can point a job at another image or role.
+"""
+
+from __future__ import annotations
+
+from dreambooth_trainer.hyperparameters import TrainingHyperparameters
+from lambdas.jobs import naming, s3_layout
+from lambdas.jobs.spec import ResolvedJob, hyperparameter_strings
+
+IMAGES_CHANNEL = "images"
+CLASS_IMAGES_CHANNEL = "class_images"
+MODEL_CHANNEL = "model"
+CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
+# Base model download, class images, checkpoints and the exported model fit with room to spare.
+VOLUME_SIZE_GB = 50
+# Spot capacity may take a while; a run waits at most this much longer than it may train.
+SPOT_WAIT_FACTOR = 2
+TAG_JOB, TAG_RUN = "dreambooth:job", "dreambooth:run"
+_TAG_PUNCTUATION = set("_.:/=+-@ ")
+
+
+def model_output_s3_uri(bucket: str, job_name: str, run_id: str) -> str:
+    """Where the trainer writes the run's model: the prefix the notification names."""
+    return s3_layout.s3_uri(bucket, s3_layout.model_prefix(job_name, run_id))
+
+
+def build_training_request(
+    job: ResolvedJob,
+    *,
+    run_id: str,
+    bucket: str,
+    hyperparameters: TrainingHyperparameters,
+    class_images_available: bool,
+) -> dict:
+    """CreateTrainingJob fields for one run (PascalCase, as the API and the state machine spell them)."""
+    name = naming.training_job_name(job.job_name, run_id)
+    channels = [_s3_channel(IMAGES_CHANNEL, s3_layout.s3_uri(bucket, s3_layout.upload_prefix(job.job_name)))]
+    if job.with_prior_preservation and job.class_prompt and class_images_available:
+        prefix = class_images_prefix(job, hyperparameters)
+        channels.append(_s3_channel(CLASS_IMAGES_CHANNEL, s3_layout.s3_uri(bucket, prefix)))
+    if job.base_model.startswith("s3://"):
+        channels.append(_s3_channel(MODEL_CHANNEL, job.base_model))
+
+    stopping = {"MaxRuntimeInSeconds": job.max_runtime_seconds}
+    if job.use_spot:
+        stopping["MaxWaitTimeInSeconds"] = job.max_runtime_seconds * SPOT_WAIT_FACTOR
+    return {
+        "TrainingJobName": name,
+        "HyperParameters": hyperparameter_strings(hyperparameters),
+        "InputDataConfig": channels,
+        "OutputDataConfig": {"S3OutputPath": model_output_s3_uri(bucket, job.job_name, run_id)},
+        "ResourceConfig": {
+            "InstanceType": job.instance_type,
+            "InstanceCount": 1,
+            "VolumeSizeInGB": VOLUME_SIZE_GB,
+        },
+        "StoppingCondition": stopping,
+        "EnableManagedSpotTraining": job.use_spot,
+        "CheckpointConfig": {
+            "S3Uri": s3_layout.s3_uri(bucket, s3_layout.checkpoint_prefix(job.job_name, run_id)),
+            "LocalPath": CHECKPOINT_LOCAL_PATH,
+        },
+        "Tags": [
+            {"Key": TAG_JOB, "Value": tag_value(job.job_name)},
+            {"Key": TAG_RUN, "Value": run_id},
+        ],
+    }
+
+
+def class_images_prefix(job: ResolvedJob, hyperparameters: TrainingHyperparameters) -> str:
+    return s3_layout.class_images_prefix(job.class_prompt or "", job.base_model, hyperparameters.resolution)
+
+
+def tag_value(text: str) -> str:
+    """SageMaker tag values allow letters, digits, spaces and ``_.:/=+-@``; anything else becomes ``_``."""
+    cleaned = "".join(ch if ch.isalnum() or ch in _TAG_PUNCTUATION else "_" for ch in text)
+    return cleaned[:256]
+
+
+def _s3_channel(name: str, uri: str) -> dict:
+    return {
+        "ChannelName": name,
+        "DataSource": {
+            "S3DataSource": {
+                "S3DataType": "S3Prefix",
+                "S3Uri": uri,
+                "S3DataDistributionType": "FullyReplicated",
+            }
+        },
+        "InputMode": "File",
+    }

@@ -1,0 +1,163 @@
+"""A validated batch becomes a training request; a finished run becomes a record and a notification."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dreambooth_trainer.hyperparameters import parse_hyperparameters
+from lambdas.jobs import batch_state, failures, naming, notification, s3_layout
+from lambdas.jobs.batch import BatchReport
+from lambdas.jobs.model_files import describe_model_files, parse_manifest
+from lambdas.jobs.spec import ResolvedJob, training_hyperparameters
+from lambdas.jobs.training_request import (
+    build_training_request,
+    class_images_prefix,
+    model_output_s3_uri,
+)
+from lambdas.pipeline.aws import client, error_code
+from lambdas.pipeline.batch_checks import list_objects, list_objects_page
+from lambdas.pipeline.config import PipelineSettings
+from lambdas.pipeline.intake import now_ms
+from lambdas.pipeline.runs_table import JobsTable
+
+
+def record_validation(job_name: str, run_id: str, report: BatchReport, settings: PipelineSettings) -> dict:
+    """The Validate step's output: small, JSON, and enough for the steps after it."""
+    table = JobsTable(settings.table_name)
+    result = {
+        "valid": report.valid,
+        "problems": [p.as_dict() for p in report.problems],
+        "images": len(report.images),
+        "notes": list(report.notes),
+        "job": report.job.model_dump() if report.job else None,
+    }
+    if report.valid:
+        table.record_run(
+            job_name, run_id, batch_state.RUN_VALIDATED, now_ms(), image_count=len(report.images)
+        )
+    return result
+
+
+def training_request(job_name: str, run_id: str, job: dict[str, Any], settings: PipelineSettings) -> dict:
+    resolved = ResolvedJob.model_validate(job)
+    output = model_output_s3_uri(settings.bucket, job_name, run_id)
+    hyperparameters = training_hyperparameters(resolved, model_output_s3_uri=output)
+    class_prefix = class_images_prefix(resolved, hyperparameters)
+    request = build_training_request(
+        resolved,
+        run_id=run_id,
+        bucket=settings.bucket,
+        hyperparameters=hyperparameters,
+        class_images_available=bool(list_objects_page(settings.bucket, class_prefix)),
+    )
+    JobsTable(settings.table_name).record_run(
+        job_name,
+        run_id,
+        batch_state.RUN_TRAINING,
+        now_ms(),
+        training_job_name=request["TrainingJobName"],
+        model_output_s3_uri=output,
+    )
+    return request
+
+
+def finish_succeeded(state: dict[str, Any], settings: PipelineSettings) -> dict[str, str]:
+    job_name, run_id = state["job_name"], state["run_id"]
+    training_job_name = (state.get("training") or {}).get("TrainingJobName") or naming.training_job_name(
+        job_name, run_id
+    )
+    described = client("sagemaker").describe_training_job(TrainingJobName=training_job_name)
+    # The trainer writes where its hyperparameter says: read it back with the trainer's own parser.
+    prefix_uri = parse_hyperparameters(described["HyperParameters"]).model_output_s3_uri or ""
+    bucket, prefix = s3_layout.split_s3_uri(prefix_uri)
+    manifest = parse_manifest(_read_or_none(bucket, prefix + s3_layout.MANIFEST_FILENAME))
+    listed = None
+    if manifest is None:
+        listed = [o["Key"].removeprefix(prefix) for o in list_objects(bucket, prefix)]
+    model = describe_model_files(prefix_uri, manifest, listed)
+    facts = _facts(state, settings, described)
+    message = notification.success(facts, model)
+    JobsTable(settings.table_name).record_run(
+        job_name,
+        run_id,
+        batch_state.RUN_SUCCEEDED,
+        now_ms(),
+        details=message.payload,
+        model_output_s3_uri=prefix_uri,
+    )
+    return {"status": notification.SUCCEEDED, "subject": message.subject, "message": message.sns_message()}
+
+
+def finish_failed(state: dict[str, Any], settings: PipelineSettings) -> dict[str, str]:
+    job_name, run_id = state["job_name"], state["run_id"]
+    table = JobsTable(settings.table_name)
+    table.close_batch(job_name, run_id, now_ms())
+    validation = state.get("validation") or {}
+    request = state.get("request") or {}
+    job = validation.get("job") or {}
+    if validation and not validation.get("valid", True):
+        why = failures.invalid_batch(
+            s3_layout.s3_uri(settings.bucket, s3_layout.upload_prefix(job_name)),
+            validation.get("problems", []),
+        )
+    else:
+        why = failures.explain_error(
+            state.get("error"),
+            stage=state.get("failed_state") or "pipeline",
+            instance_type=(request.get("ResourceConfig") or {}).get("InstanceType")
+            or job.get("instance_type"),
+            use_spot=request.get("EnableManagedSpotTraining", job.get("use_spot")),
+        )
+    described = None
+    if request.get("TrainingJobName"):
+        described = _describe_or_none(request["TrainingJobName"])
+    message = notification.failure(_facts(state, settings, described), why)
+    table.record_run(
+        job_name, run_id, batch_state.RUN_FAILED, now_ms(), details=message.payload, failure_kind=why.kind
+    )
+    return {"status": notification.FAILED, "subject": message.subject, "message": message.sns_message()}
+
+
+def _facts(
+    state: dict[str, Any], settings: PipelineSettings, described: dict | None
+) -> notification.RunFacts:
+    job_name, run_id = state["job_name"], state["run_id"]
+    validation = state.get("validation") or {}
+    job = validation.get("job") or {}
+    request = state.get("request") or {}
+    run = JobsTable(settings.table_name).get_run(job_name, run_id) or {}
+    created = run.get("created_at_ms")
+    described = described or {}
+    return notification.RunFacts(
+        job_name=job_name,
+        run_id=run_id,
+        upload_prefix_uri=s3_layout.s3_uri(settings.bucket, s3_layout.upload_prefix(job_name)),
+        training_job_name=request.get("TrainingJobName") or described.get("TrainingJobName"),
+        prompt=job.get("instance_prompt"),
+        training_method=job.get("training_method"),
+        max_train_steps=job.get("max_train_steps"),
+        instance_type=job.get("instance_type"),
+        use_spot=job.get("use_spot"),
+        image_count=validation.get("images"),
+        total_seconds=(now_ms() - created) // 1000 if isinstance(created, int) else None,
+        training_seconds=described.get("TrainingTimeInSeconds"),
+        billable_seconds=described.get("BillableTimeInSeconds"),
+    )
+
+
+def _describe_or_none(name: str) -> dict | None:
+    try:
+        return client("sagemaker").describe_training_job(TrainingJobName=name)
+    except Exception as err:
+        if error_code(err) in {"ValidationException", "ResourceNotFound"}:
+            return None  # the create itself failed: there is no job
+        raise
+
+
+def _read_or_none(bucket: str, key: str) -> bytes | None:
+    try:
+        return client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+    except Exception as err:
+        if error_code(err) in {"NoSuchKey", "404", "NotFound"}:
+            return None
+        raise

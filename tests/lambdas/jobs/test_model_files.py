@@ -1,0 +1,65 @@
+from lambdas.jobs.model_files import describe_model_files, parse_manifest
+
+PREFIX = "s3://b/models/rex/r1/"
+
+
+def manifest(*keys, **fields):
+    return {
+        "manifest_version": 1,
+        "files": [{"key": k, "size": 10} for k in keys],
+        "total_bytes": 10 * len(keys),
+        **fields,
+    }
+
+
+def test_a_full_fine_tune_lists_the_diffusers_folder_checkpoint_and_samples():
+    files = describe_model_files(
+        PREFIX,
+        manifest(
+            "model_index.json",
+            "unet/diffusion_pytorch_model.safetensors",
+            "vae/diffusion_pytorch_model.safetensors",
+            "rex.safetensors",
+            "samples/0.png",
+            "samples/1.png",
+            "dreambooth.json",
+            kind="full",
+        ),
+    )
+    assert files.diffusers_folder == PREFIX
+    assert files.checkpoint == PREFIX + "rex.safetensors"
+    assert files.lora is None
+    assert files.samples == (PREFIX + "samples/0.png", PREFIX + "samples/1.png")
+    assert files.total_bytes == 70
+    assert files.as_dict()["manifest"] == PREFIX + "manifest.json"
+
+
+def test_a_diffusers_folder_below_the_prefix_is_named_as_such():
+    files = describe_model_files(
+        PREFIX, manifest("diffusers/model_index.json", "diffusers/unet/w.safetensors")
+    )
+    assert files.diffusers_folder == PREFIX + "diffusers/"
+    assert files.checkpoint is None
+
+
+def test_a_lora_run_names_the_weight_file_from_the_manifest():
+    files = describe_model_files(
+        PREFIX,
+        manifest("pytorch_lora_weights.safetensors", lora_weight_name="pytorch_lora_weights.safetensors"),
+    )
+    assert files.lora == PREFIX + "pytorch_lora_weights.safetensors"
+    assert files.checkpoint is None and files.diffusers_folder is None
+
+
+def test_without_a_manifest_the_listing_stands_in_and_sagemaker_output_is_left_out():
+    listed = ["model_index.json", "unet/w.safetensors", "rex-r1/output/model.tar.gz", "manifest.json"]
+    files = describe_model_files(PREFIX, None, listed)
+    assert not files.manifest_found and files.as_dict()["manifest"] is None
+    assert files.files == ("model_index.json", "unet/w.safetensors")
+
+
+def test_unreadable_manifests_count_as_missing():
+    assert parse_manifest(b"{not json") is None
+    assert parse_manifest(b"[1]") is None
+    assert parse_manifest(None) is None
+    assert parse_manifest(b'{"files": []}') == {"files": []}

@@ -1,0 +1,93 @@
+import json
+
+from lambdas.jobs import failures, notification
+from lambdas.jobs.model_files import describe_model_files
+
+FACTS = notification.RunFacts(
+    job_name="my dog",
+    run_id="20261124-101500-ab12",
+    upload_prefix_uri="s3://b/uploads/my dog/",
+    training_job_name="my-dog-9902cb-20261124-101500-ab12",
+    prompt="a photo of sks dog",
+    training_method="full",
+    max_train_steps=800,
+    instance_type="ml.g4dn.xlarge",
+    use_spot=True,
+    image_count=12,
+    total_seconds=2700,
+    training_seconds=2100,
+    billable_seconds=700,
+)
+PREFIX = "s3://b/models/my dog/20261124-101500-ab12/"
+MODEL = describe_model_files(
+    PREFIX,
+    {"files": [{"key": "model_index.json"}, {"key": "unet/w.safetensors"}, {"key": "samples/0.png"}]},
+)
+
+
+def test_success_mail_names_the_model_prefix_prompt_and_costs():
+    message = notification.success(FACTS, MODEL)
+    assert message.subject == "DreamBooth model ready: my dog"
+    assert f"Model:      {PREFIX}" in message.text
+    assert "Prompt:     a photo of sks dog" in message.text
+    assert (
+        "Took 45 min 0 s from first upload to now; trained 35 min 0 s; billed 11 min 40 s (spot saved 67%)."
+        in message.text
+    )
+    assert f'aws s3 sync "{PREFIX}" "./my-dog"' in message.text
+
+
+def test_success_payload_is_structured_for_machines():
+    payload = notification.success(FACTS, MODEL).payload
+    assert payload["schema"] == notification.SCHEMA
+    assert payload["status"] == "SUCCEEDED"
+    assert payload["model"]["s3_prefix"] == PREFIX
+    assert payload["model"]["diffusers_folder"] == PREFIX
+    assert payload["durations"] == {"total_seconds": 2700, "training_seconds": 2100, "billable_seconds": 700}
+    assert payload["failure"] is None
+
+
+def test_failure_mail_gives_reason_and_advice():
+    why = failures.invalid_batch(
+        "s3://b/uploads/my dog/", [{"file": "a.heic", "problem": "HEIC is not supported"}]
+    )
+    message = notification.failure(FACTS, why)
+    assert message.subject == "DreamBooth job failed: my dog"
+    assert "- a.heic: HEIC is not supported" in message.text
+    assert "What to do:" in message.text
+    assert message.payload["status"] == "FAILED" and message.payload["model"] is None
+    assert message.payload["failure"]["kind"] == failures.INVALID_BATCH
+
+
+def test_sns_message_is_text_for_email_and_json_for_every_other_protocol():
+    message = notification.success(FACTS, MODEL)
+    body = json.loads(message.sns_message())
+    assert set(body) == {"default", "email"}  # SNS sends "default" to sqs, lambda, http(s), email-json, ...
+    assert body["email"] == message.text
+    assert json.loads(body["default"]) == message.payload
+
+
+def test_a_batch_of_many_bad_files_still_fits_one_notification():
+    problems = [
+        {"file": f"IMG_{i:04}.HEIC", "problem": "HEIC/HEIF image is not supported: " + "x" * 80}
+        for i in range(200)
+    ]
+    why = failures.invalid_batch("s3://b/uploads/my dog/", problems)
+    message = notification.failure(FACTS, why)
+    assert len(message.sns_message().encode()) < 64 * 1024
+    assert "and 170 more" in message.text
+    assert message.payload["failure"]["problem_count"] == 200
+
+
+def test_subjects_stay_within_sns_limits():
+    facts = notification.RunFacts(
+        job_name="line\nbreak " + "é" * 200, run_id="r", upload_prefix_uri="s3://b/u/"
+    )
+    subject = notification.failure(facts, failures.Failure("internal_error", "x")).subject
+    assert len(subject) < 100 and "\n" not in subject
+
+
+def test_unknown_timings_are_left_out_rather_than_guessed():
+    facts = notification.RunFacts(job_name="rex", run_id="r", upload_prefix_uri="s3://b/uploads/rex/")
+    text = notification.success(facts, MODEL).text
+    assert "Took" not in text and "billed" not in text

@@ -1,0 +1,92 @@
+import pytest
+
+from dreambooth_trainer.hyperparameters import parse_hyperparameters
+from lambdas.jobs import naming
+from lambdas.jobs.spec import JobDefaults, JobSpec, resolve_job, training_hyperparameters
+from lambdas.jobs.training_request import (
+    build_training_request,
+    class_images_prefix,
+    model_output_s3_uri,
+    tag_value,
+)
+
+RUN = "20261124-101500-ab12"
+BUCKET = "data-bucket"
+
+
+def request_for(spec: JobSpec | None = None, job_name: str = "my dog", class_images: bool = False):
+    job = resolve_job(job_name, spec or JobSpec(), JobDefaults())
+    hp = training_hyperparameters(job, model_output_s3_uri=model_output_s3_uri(BUCKET, job_name, RUN))
+    return (
+        job,
+        hp,
+        build_training_request(
+            job, run_id=RUN, bucket=BUCKET, hyperparameters=hp, class_images_available=class_images
+        ),
+    )
+
+
+def channels(request):
+    return {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in request["InputDataConfig"]}
+
+
+def test_the_request_trains_the_batch_prefix_and_writes_to_the_run_model_prefix():
+    _, _, request = request_for()
+    assert request["TrainingJobName"] == naming.training_job_name("my dog", RUN)
+    assert channels(request) == {"images": "s3://data-bucket/uploads/my dog/"}
+    output = "s3://data-bucket/models/my dog/20261124-101500-ab12/"
+    assert parse_hyperparameters(request["HyperParameters"]).model_output_s3_uri == output
+    assert request["ResourceConfig"] == {
+        "InstanceType": "ml.g4dn.xlarge",
+        "InstanceCount": 1,
+        "VolumeSizeInGB": 50,
+    }
+
+
+def test_spot_by_default_with_checkpoints_and_a_max_wait_no_shorter_than_the_runtime():
+    _, _, request = request_for()
+    assert request["EnableManagedSpotTraining"] is True
+    stopping = request["StoppingCondition"]
+    assert stopping["MaxWaitTimeInSeconds"] >= stopping["MaxRuntimeInSeconds"] == 4 * 3600
+    assert request["CheckpointConfig"] == {
+        "S3Uri": "s3://data-bucket/checkpoints/my dog/20261124-101500-ab12/",
+        "LocalPath": "/opt/ml/checkpoints",
+    }
+
+
+def test_without_spot_there_is_no_max_wait():
+    _, _, request = request_for(JobSpec(use_spot=False))
+    assert request["EnableManagedSpotTraining"] is False
+    assert "MaxWaitTimeInSeconds" not in request["StoppingCondition"]
+
+
+def test_class_images_channel_only_when_shared_images_exist_for_a_prior_preservation_job():
+    job, hp, request = request_for(class_images=True)
+    assert channels(request)["class_images"] == f"s3://data-bucket/{class_images_prefix(job, hp)}"
+    assert "class_images" not in channels(request_for(class_images=False)[2])
+    no_prior = JobSpec(with_prior_preservation=False)
+    assert "class_images" not in channels(request_for(no_prior, class_images=True)[2])
+
+
+def test_class_images_are_keyed_by_the_resolution_actually_trained():
+    job_512, hp_512, _ = request_for()
+    job_768, hp_768, _ = request_for(JobSpec(hyperparameters={"resolution": 768}))
+    assert class_images_prefix(job_512, hp_512) != class_images_prefix(job_768, hp_768)
+
+
+def test_an_s3_base_model_becomes_the_model_channel():
+    _, _, request = request_for(JobSpec(base_model="s3://data-bucket/base-models/sd15/"))
+    assert channels(request)["model"] == "s3://data-bucket/base-models/sd15/"
+
+
+def test_tags_name_the_job_and_run_in_characters_sagemaker_accepts():
+    _, _, request = request_for(job_name="Café & Co #1")
+    assert request["Tags"] == [
+        {"Key": "dreambooth:job", "Value": "Café _ Co _1"},
+        {"Key": "dreambooth:run", "Value": RUN},
+    ]
+
+
+@pytest.mark.parametrize("text", ["a/b:c=d+e-f@g h_i.j", "日本の猫"])
+def test_allowed_tag_characters_pass_unchanged(text):
+    assert tag_value(text) == text

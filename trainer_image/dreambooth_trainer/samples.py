@@ -1,0 +1,103 @@
+"""Sample images of the trained model: `num_samples` renderings of the instance prompt, saved with the model.
+
+They come from the modules training left in memory (base + adapters for LoRA), on the training device and in
+its precision, before the export casts anything: nothing is reloaded from disk. Seeds are fixed (seed + i,
+drawn on the CPU), so sample i of two runs with the same settings starts from the same noise wherever it runs.
+A failure fails the job: the notification promises samples, and a silent gap would hide a broken model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import logging
+from pathlib import Path
+
+import torch
+
+from .errors import SampleRenderingError
+from .hyperparameters import TrainingHyperparameters
+from .loop import LoopResult
+from .model_loading import ModelParts
+
+log = logging.getLogger(__name__)
+
+SAMPLES_DIR = "samples"
+HALF_DTYPES = (torch.float16, torch.bfloat16)
+
+
+def sample_file(index: int) -> str:
+    """Path of sample `index`, relative to the model folder."""
+    return f"{SAMPLES_DIR}/sample-{index}.png"
+
+
+def render_samples(
+    parts: ModelParts, result: LoopResult, hp: TrainingHyperparameters, out_dir: Path
+) -> list[str]:
+    """Render hp.num_samples images into out_dir/samples/; returns their paths relative to out_dir."""
+    from diffusers import StableDiffusionPipeline
+
+    if hp.num_samples == 0:
+        return []
+    cuda = torch.cuda.is_available()
+    device = torch.device("cuda" if cuda else "cpu")
+    # Frozen modules sit in the training's half precision on GPU, trained ones in fp32: autocast bridges them.
+    half = parts.vae.dtype if cuda and parts.vae.dtype in HALF_DTYPES else None
+    autocast = torch.autocast("cuda", dtype=half) if half is not None else contextlib.nullcontext()
+    folder = out_dir / SAMPLES_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("sample-*.png"):
+        stale.unlink()
+    if cuda:  # the loop's optimizer and accelerator are gone: give their GPU memory back first
+        gc.collect()
+        torch.cuda.empty_cache()
+
+    unet, text_encoder = result.unet, result.text_encoder
+    unet.eval()  # LoRA dropout off
+    text_encoder.eval()
+    pipe = StableDiffusionPipeline(
+        vae=parts.vae,
+        text_encoder=text_encoder,
+        tokenizer=parts.tokenizer,
+        unet=unet,
+        scheduler=parts.inference_scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    log.info(
+        "rendering %d sample image(s) of %r: %d steps, guidance %.1f, %dx%d",
+        hp.num_samples,
+        hp.instance_prompt,
+        hp.sample_inference_steps,
+        hp.sample_guidance_scale,
+        hp.resolution,
+        hp.resolution,
+    )
+    written: list[str] = []
+    try:
+        with torch.inference_mode(), autocast:
+            for index in range(hp.num_samples):
+                image = pipe(
+                    hp.instance_prompt,
+                    num_inference_steps=hp.sample_inference_steps,
+                    guidance_scale=hp.sample_guidance_scale,
+                    height=hp.resolution,
+                    width=hp.resolution,
+                    generator=torch.Generator(device="cpu").manual_seed(hp.seed + index),
+                ).images[0]
+                relative = sample_file(index)
+                image.save(out_dir / relative, format="PNG")
+                written.append(relative)
+    except Exception as exc:
+        raise SampleRenderingError(
+            f"rendering sample image {len(written) + 1} of {hp.num_samples} after training failed: "
+            f"{type(exc).__name__}: {exc} (no model was written; num_samples=0 skips the samples)"
+        ) from exc
+    finally:
+        del pipe
+        if cuda:
+            torch.cuda.empty_cache()
+    return written

@@ -18,22 +18,14 @@ import tarfile
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from lambdas.jobs.s3_layout import split_s3_uri
+from local_aws.training_jobs import TrainingJobRequest, TrainingOutcome
 from local_pipeline.s3_folders import download_prefix, upload_folder
 
 DEFAULT_TRAINER_COMMAND = (sys.executable, "-m", "dreambooth_trainer", "train")
 FAILURE_REASON_LIMIT = 1024
-
-
-@dataclass(frozen=True)
-class TrainingOutcome:
-    status: str  # "Completed" or "Failed", as DescribeTrainingJob reports it
-    failure_reason: str | None
-    training_seconds: int
-    exit_code: int
 
 
 class LocalTrainingRunner:
@@ -54,8 +46,9 @@ class LocalTrainingRunner:
         self._extra_env = dict(extra_env or {})
         self._on_output = on_output or (lambda line: print(line, end="", flush=True))
 
-    def __call__(self, request: dict) -> TrainingOutcome:
-        job_name = request["TrainingJobName"]
+    def __call__(self, job: TrainingJobRequest) -> TrainingOutcome:
+        request = job.request
+        job_name = job.name
         self._work_root.mkdir(parents=True, exist_ok=True)
         base = Path(tempfile.mkdtemp(prefix=f"{job_name}-", dir=self._work_root))
         started = time.monotonic()
@@ -63,16 +56,16 @@ class LocalTrainingRunner:
             self._lay_out_container(base, request)
             exit_code = self._run_trainer(base, request)
         except Exception as err:  # the emulator's own failure must still end the job honestly
-            return TrainingOutcome("Failed", f"local runner: {err}"[:FAILURE_REASON_LIMIT], 0, -1)
+            return TrainingOutcome("Failed", f"local runner: {err}"[:FAILURE_REASON_LIMIT])
         seconds = int(time.monotonic() - started)
         self._sync_checkpoints_up(base, request)
         failure = base / "output" / "failure"
         if exit_code != 0:
             reason = failure.read_text(errors="replace").strip() if failure.exists() else ""
             reason = reason or f"the trainer exited with status {exit_code} and wrote no failure reason"
-            return TrainingOutcome("Failed", reason[:FAILURE_REASON_LIMIT], seconds, exit_code)
+            return TrainingOutcome("Failed", reason[:FAILURE_REASON_LIMIT], seconds, seconds)
         self._upload_model_tarball(base, request)
-        return TrainingOutcome("Completed", None, seconds, 0)
+        return TrainingOutcome("Completed", None, seconds, seconds)
 
     def _lay_out_container(self, base: Path, request: dict) -> None:
         config = base / "input" / "config"

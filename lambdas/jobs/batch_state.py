@@ -55,6 +55,16 @@ def object_token(key: str, etag: str, last_modified: datetime) -> str:
     return hashlib.sha256(identity.encode("utf-8")).hexdigest()[:32]
 
 
+def content_token(key: str, etag: str) -> str:
+    """Names one object's content, whatever its write time: an identical re-upload has the same one.
+
+    While a run is still in progress, a new version with content that run already covers is the same
+    batch uploaded again (a retried client, a second ``run``), not a new batch.
+    """
+    identity = f"{key}\n{etag.strip(chr(34))}"
+    return hashlib.sha256(identity.encode("utf-8")).hexdigest()[:32]
+
+
 def seen_sk(token: str) -> str:
     return f"{SEEN_PREFIX}{token}"
 

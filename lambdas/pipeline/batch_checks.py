@@ -45,7 +45,14 @@ def check_batch(job_name: str, run_id: str, settings: PipelineSettings) -> dict[
 
     # Everything under the prefix now belongs to this run: late events for these objects are duplicates.
     listing = list_objects(settings.bucket, s3_layout.upload_prefix(job_name))
-    tokens = [(batch_state.object_token(o["Key"], o["ETag"], o["LastModified"]), o["Key"]) for o in listing]
+    tokens = [
+        (
+            batch_state.object_token(o["Key"], o["ETag"], o["LastModified"]),
+            o["Key"],
+            batch_state.content_token(o["Key"], o["ETag"]),
+        )
+        for o in listing
+    ]
     table.mark_seen(job_name, run_id, tokens, now_ms())
     if not table.seal(job_name, run_id, last_activity_ms=batch.last_activity_ms, now_ms=now_ms()):
         return {"ready": False, "wait_seconds": 1}  # an upload arrived meanwhile: it joins this batch

@@ -59,9 +59,13 @@ def handle_object_created(bucket: str, raw_key: str, settings: PipelineSettings)
             return IntakeResult(IGNORED, uploaded.job_name, detail=str(err))
         head = _head_or_none(bucket, key)
         if head is not None:
-            token = batch_state.object_token(key, head["ETag"], head["LastModified"])
             return record_upload(
-                uploaded.job_name, key, token, committed=uploaded.is_job_spec, settings=settings
+                uploaded.job_name,
+                key,
+                batch_state.object_token(key, head["ETag"], head["LastModified"]),
+                content=batch_state.content_token(key, head["ETag"]),
+                committed=uploaded.is_job_spec,
+                settings=settings,
             )
     return IntakeResult(GONE, uploaded.job_name, detail=f"{raw_key!r} no longer exists")
 
@@ -76,7 +80,7 @@ def _head_or_none(bucket: str, key: str) -> dict[str, Any] | None:
 
 
 def record_upload(
-    job_name: str, key: str, token: str, *, committed: bool, settings: PipelineSettings
+    job_name: str, key: str, token: str, *, content: str, committed: bool, settings: PipelineSettings
 ) -> IntakeResult:
     table = JobsTable(settings.table_name)
     for _ in range(_ATTEMPTS):
@@ -85,7 +89,13 @@ def record_upload(
         if batch is not None and batch.collecting:
             try:
                 table.join_batch(
-                    job_name, batch.run_id, token=token, key=key, committed=committed, now_ms=moment
+                    job_name,
+                    batch.run_id,
+                    token=token,
+                    key=key,
+                    content=content,
+                    committed=committed,
+                    now_ms=moment,
                 )
             except Conflict:
                 continue
@@ -93,6 +103,13 @@ def record_upload(
                 # The opener may have crashed between its write and StartExecution: this finishes its work.
                 start_execution(job_name, batch.run_id, settings, table)
             return IntakeResult(JOINED, job_name, batch.run_id)
+        if batch is not None and table.run_in_progress_covers(job_name, batch.run_id, content):
+            return IntakeResult(
+                DUPLICATE,
+                job_name,
+                batch.run_id,
+                f"{key!r}: same content as run {batch.run_id}, still in progress",
+            )
         run_id = naming.new_run_id()
         try:
             table.open_batch(
@@ -101,6 +118,7 @@ def record_upload(
                 previous_run_id=batch.run_id if batch else None,
                 token=token,
                 key=key,
+                content=content,
                 committed=committed,
                 now_ms=moment,
                 execution_name=naming.training_job_name(job_name, run_id),

@@ -75,19 +75,20 @@ class JobsTable:
             run["details"] = json.loads(run.pop("details_json"))
         return run
 
-    def _seen_put(self, job_name: str, run_id: str, token: str, key: str, now_ms: int) -> dict:
+    def _seen_put(self, job_name: str, run_id: str, token: str, key: str, content: str, now_ms: int) -> dict:
         return {
             "TableName": self.name,
             "Item": {
                 **self._key(job_name, bs.seen_sk(token)),
                 "run_id": _s(run_id),
                 "object_key": _s(key),
+                "content_token": _s(content),
                 "expires_at": _n(now_ms // 1000 + bs.SEEN_TTL_SECONDS),
             },
         }
 
     def join_batch(
-        self, job_name: str, run_id: str, *, token: str, key: str, committed: bool, now_ms: int
+        self, job_name: str, run_id: str, *, token: str, key: str, content: str, committed: bool, now_ms: int
     ) -> None:
         """Count an upload into the open batch of ``run_id``; Conflict when it is no longer open."""
         update = {
@@ -102,7 +103,9 @@ class JobsTable:
                 **({":true": {"BOOL": True}} if committed else {}),
             },
         }
-        self._transact([{"Update": update}, {"Put": self._seen_put(job_name, run_id, token, key, now_ms)}])
+        self._transact(
+            [{"Update": update}, {"Put": self._seen_put(job_name, run_id, token, key, content, now_ms)}]
+        )
 
     def open_batch(
         self,
@@ -112,6 +115,7 @@ class JobsTable:
         previous_run_id: str | None,
         token: str,
         key: str,
+        content: str,
         committed: bool,
         now_ms: int,
         execution_name: str,
@@ -151,7 +155,7 @@ class JobsTable:
             },
             "ConditionExpression": "attribute_not_exists(pk)",
         }
-        seen = self._seen_put(job_name, run_id, token, key, now_ms)
+        seen = self._seen_put(job_name, run_id, token, key, content, now_ms)
         seen["ConditionExpression"] = "attribute_not_exists(pk)"
         reasons = self._transact([{"Put": batch}, {"Put": run}, {"Put": seen}], raise_conflict=False)
         if reasons is None:
@@ -171,16 +175,36 @@ class JobsTable:
                 ExpressionAttributeValues={":true": {"BOOL": True}, ":run": _s(run_id)},
             )
 
-    def mark_seen(self, job_name: str, run_id: str, objects: list[tuple[str, str]], now_ms: int) -> None:
-        """Record (token, key) of every object a run covers, before it seals."""
+    def mark_seen(self, job_name: str, run_id: str, objects: list[tuple[str, str, str]], now_ms: int) -> None:
+        """Record (token, key, content token) of every object a run covers, before it seals."""
         requests = [
-            {"PutRequest": {"Item": self._seen_put(job_name, run_id, t, k, now_ms)["Item"]}}
-            for t, k in objects
+            {"PutRequest": {"Item": self._seen_put(job_name, run_id, t, k, c, now_ms)["Item"]}}
+            for t, k, c in objects
         ]
         for start in range(0, len(requests), 25):
             pending = {self.name: requests[start : start + 25]}
             while pending:
                 pending = self.db.batch_write_item(RequestItems=pending).get("UnprocessedItems") or {}
+
+    def run_in_progress_covers(self, job_name: str, run_id: str, content: str) -> bool:
+        """Whether ``run_id`` has not ended yet and already covers an object with this content."""
+        run = self.get_run(job_name, run_id)
+        if run is None or run.get("run_state") in bs.FINAL_RUN_STATES:
+            return False
+        pages = self.db.get_paginator("query").paginate(
+            TableName=self.name,
+            ConsistentRead=True,
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :seen)",
+            FilterExpression="run_id = :run AND content_token = :content",
+            ExpressionAttributeValues={
+                ":pk": _s(bs.job_pk(job_name)),
+                ":seen": _s(bs.SEEN_PREFIX),
+                ":run": _s(run_id),
+                ":content": _s(content),
+            },
+            ProjectionExpression="sk",
+        )
+        return any(page.get("Items") for page in pages)
 
     def seal(self, job_name: str, run_id: str, *, last_activity_ms: int, now_ms: int) -> bool:
         """Close the batch to new uploads, unless one arrived since ``last_activity_ms`` was read."""

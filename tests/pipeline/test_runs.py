@@ -1,6 +1,7 @@
 """A run from photos to notification, in the CDK-synthesized state machine, with the real handlers."""
 
 import json
+import time
 
 import pytest
 
@@ -13,6 +14,7 @@ from .support import (
     Subscriber,
     fake_trainer,
     jpeg,
+    photos,
     requests_for,
     run_record,
     start_emulator,
@@ -200,3 +202,17 @@ def _png(width: int, height: int) -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (width, height)).save(buffer, "PNG")
     return buffer.getvalue()
+
+
+def test_the_same_batch_uploaded_again_while_its_run_trains_starts_no_second_job(aws, subscriber, no_runner):
+    files = {**photos(3), "job.json": b"{}"}
+    upload_all(aws, "twice", files)
+    first = aws.wait_for_training_job(count=len(aws.training_job_requests()) + 1)
+    upload_all(aws, "twice", files)  # a retried client or a second `run`: new versions, same content
+    time.sleep(3)  # several quiet periods and commit settles of the fast settings
+    assert len(aws.runs("twice")) == 1
+    assert len(requests_for(aws, "twice")) == 1
+    aws.finish_training_job(first.name)
+    (execution,) = aws.wait_for_runs("twice")
+    assert execution["status"] == "SUCCEEDED"
+    assert len(subscriber.messages("twice")) == 1

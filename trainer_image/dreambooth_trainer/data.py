@@ -18,8 +18,9 @@ from .errors import TrainingDataError
 log = logging.getLogger(__name__)
 
 CAPTION_SUFFIX = ".txt"
-# Files that are never images and not worth a "skipping" line.
-_IGNORED_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini"}
+# Files that are never images and not worth a "skipping" line; job.json is the service's job spec, which
+# lies in the upload folder the images channel is made from.
+_IGNORED_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini", "job.json"}
 
 
 @dataclass(frozen=True)

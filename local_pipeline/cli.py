@@ -1,0 +1,294 @@
+"""``python -m local_pipeline {demo,run,up,generate}``: the service on one machine, no AWS account needed.
+
+Progress goes to stderr; ``run`` and ``demo`` print the notification, as a subscriber receives it, as
+the last line of stdout, and exit 0 only when the job succeeded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+from contextlib import ExitStack, redirect_stdout
+from pathlib import Path
+from typing import Any, TextIO
+
+from lambdas.jobs.spec import JobSpec, JobSpecError, parse_job_spec
+from local_pipeline.demo_assets import sample_subject_images, tiny_base_model
+from local_pipeline.progress import stage
+from local_pipeline.service import (
+    OUTPUT_ROOT,
+    EmbeddedService,
+    NotificationInbox,
+    ServiceEndpoint,
+    ServiceError,
+    copy_model_out,
+    running_service,
+    submit_batch,
+    upload_base_model,
+)
+
+DEMO_JOB_NAME = "demo-subject"
+# Small enough for two CPU cores in a minute or two, large enough to show every stage of a real job.
+DEMO_SETTINGS = {
+    "token": "sks",
+    "class_word": "toy",
+    "training_method": "full",
+    "max_train_steps": "60",
+    "resolution": "64",
+    "learning_rate": "1e-4",
+    "num_class_images": "4",
+    "sample_batch_size": "4",
+    "class_inference_steps": "5",
+    "mixed_precision": "no",
+    "num_threads": "1",
+    "logging_steps": "5",
+}
+DEFAULT_TIMEOUT_SECONDS = 3600
+
+
+LAMBDA_LOG = OUTPUT_ROOT / "logs" / "lambda.log"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Results go to stdout; everything else that prints (the in-process Lambdas' structured logs, which
+    AWS would send to CloudWatch) goes to ``local-output/logs/lambda.log``, or stderr with --verbose."""
+    args = build_parser().parse_args(argv)
+    results = sys.stdout
+    with ExitStack() as stack:
+        if getattr(args, "verbose", False):
+            log_stream = sys.stderr
+        else:
+            LAMBDA_LOG.parent.mkdir(parents=True, exist_ok=True)
+            log_stream = stack.enter_context(LAMBDA_LOG.open("a", encoding="utf-8"))
+        stack.enter_context(redirect_stdout(log_stream))
+        try:
+            return args.command(args, results)
+        except (ServiceError, JobSpecError, FileNotFoundError, ValueError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m local_pipeline", description=__doc__)
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    demo = commands.add_parser("demo", help="train a tiny model on generated photos, end to end")
+    _add_service_options(demo)
+    demo.set_defaults(command=cmd_demo)
+
+    run = commands.add_parser("run", help="upload a folder of photos and wait for the trained model")
+    run.add_argument("--images", type=Path, required=True, help="folder with the subject's photos")
+    run.add_argument("--job-name", help="default: the folder's name")
+    run.add_argument("--job-file", type=Path, help="a job.json (see lambdas/jobs/spec.py)")
+    run.add_argument("--base-model", help="diffusers folder, .safetensors/.ckpt file, or Hugging Face id")
+    run.add_argument(
+        "--set",
+        dest="settings",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="job spec field or trainer hyperparameter",
+    )
+    _add_service_options(run)
+    run.set_defaults(command=cmd_run)
+
+    up = commands.add_parser("up", help="run the service until Ctrl-C; any S3 client can drop photos into it")
+    up.add_argument("--port", type=int, help="port of the emulated AWS endpoint (default: a free one)")
+    up.add_argument(
+        "--base-model", help="base model for jobs whose job.json names none (default: tiny demo model)"
+    )
+    up.add_argument(
+        "--quiet-period", type=int, default=10, help="seconds without new photos before a batch starts"
+    )
+    up.add_argument("--verbose", action="store_true", help="show every trainer log line")
+    up.set_defaults(command=cmd_up)
+
+    generate = commands.add_parser("generate", help="render images from a trained model")
+    generate.add_argument("--model", required=True, help="model folder, single file, or s3:// prefix")
+    generate.add_argument("--prompt", required=True)
+    generate.add_argument("--n", type=int, default=4)
+    generate.add_argument("--seed", type=int, default=0)
+    generate.add_argument("--out", type=Path, default=OUTPUT_ROOT / "generated")
+    generate.add_argument(
+        "--base-model", help="the base a LoRA adapter was trained on, or configs for a single file"
+    )
+    generate.add_argument(
+        "--endpoint-url", help="S3 endpoint for s3:// models (default: AWS_ENDPOINT_URL / running service)"
+    )
+    generate.set_defaults(command=cmd_generate)
+    return parser
+
+
+def _add_service_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--endpoint-url", help="join a service already running there (`up`) instead of starting one"
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=DEFAULT_TIMEOUT_SECONDS, help="seconds to wait for the result"
+    )
+    parser.add_argument("--verbose", action="store_true", help="show every trainer log line")
+
+
+def cmd_demo(args: argparse.Namespace, results: TextIO) -> int:
+    stage("preparing the demo: a tiny offline Stable Diffusion base model and six photos of a subject")
+    base_model = tiny_base_model()
+    images = sample_subject_images(OUTPUT_ROOT / "demo-images")
+    settings = [f"{key}={value}" for key, value in DEMO_SETTINGS.items()]
+    return submit_and_wait(
+        images=images,
+        job_name=DEMO_JOB_NAME,
+        job_spec=compose_job_spec(None, settings),
+        base_model=str(base_model),
+        endpoint_url=args.endpoint_url,
+        timeout=args.timeout,
+        verbose=args.verbose,
+        results=results,
+    )
+
+
+def cmd_run(args: argparse.Namespace, results: TextIO) -> int:
+    if not args.images.is_dir():
+        raise ServiceError(f"--images {args.images} is not a folder of photos")
+    return submit_and_wait(
+        images=args.images,
+        job_name=args.job_name or args.images.resolve().name,
+        job_spec=compose_job_spec(args.job_file, args.settings),
+        base_model=args.base_model,
+        endpoint_url=args.endpoint_url,
+        timeout=args.timeout,
+        verbose=args.verbose,
+        results=results,
+    )
+
+
+def compose_job_spec(job_file: Path | None, settings: list[str]) -> dict[str, Any]:
+    """job.json's content, then ``--set`` on top: job spec fields by name, anything else a hyperparameter."""
+    spec: dict[str, Any] = json.loads(job_file.read_text()) if job_file else {}
+    if not isinstance(spec, dict):
+        raise JobSpecError(f"{job_file} must hold a JSON object")
+    for setting in settings:
+        key, sep, value = setting.partition("=")
+        if not sep or not key:
+            raise JobSpecError(f"--set {setting!r}: expected KEY=VALUE, e.g. --set max_train_steps=400")
+        if key in JobSpec.model_fields and key != "hyperparameters":
+            spec[key] = value
+        else:
+            spec.setdefault("hyperparameters", {})[key] = value
+    parse_job_spec(spec)  # fail here, before anything is uploaded
+    return spec
+
+
+def submit_and_wait(
+    *,
+    images: Path,
+    job_name: str,
+    job_spec: dict[str, Any],
+    base_model: str | None,
+    endpoint_url: str | None,
+    timeout: float,
+    verbose: bool,
+    results: TextIO,
+) -> int:
+    with ExitStack() as stack:
+        endpoint = running_service(endpoint_url)
+        if endpoint is None:
+            endpoint = stack.enter_context(EmbeddedService(verbose=verbose)).endpoint
+        else:
+            stage(f"joining the local service at {endpoint.endpoint_url}")
+        if base_model:
+            job_spec = {**job_spec, "base_model": _base_model_uri(endpoint, base_model)}
+        inbox = NotificationInbox(endpoint)
+        stack.callback(inbox.close)
+        count = submit_batch(endpoint, images, job_name, job_spec)
+        stage(f"uploaded {count} file(s) and job.json to {endpoint.upload_uri(job_name)}")
+        stage("waiting for the pipeline: validate the batch, train, notify")
+        message = inbox.wait_for_job(job_name, timeout)
+        notification = json.loads(message)
+        _report(endpoint, notification)
+        print(message, file=results, flush=True)
+        return 0 if notification.get("status") == "SUCCEEDED" else 1
+
+
+def _base_model_uri(endpoint: ServiceEndpoint, base_model: str) -> str:
+    path = Path(base_model)
+    if path.exists():
+        stage(f"uploading the base model {path} to the bucket's base-models/")
+        return upload_base_model(endpoint, path)
+    return base_model  # a Hugging Face id or an s3:// URI
+
+
+def _report(endpoint: ServiceEndpoint, notification: dict[str, Any]) -> None:
+    job_name = notification.get("job_name", "job")
+    if notification.get("status") != "SUCCEEDED":
+        failure = notification.get("failure") or {}
+        stage(f"job {job_name} failed: {failure.get('reason', 'no reason given')}")
+        return
+    target = copy_model_out(endpoint, notification, OUTPUT_ROOT / job_name)
+    stage(f"model ready at {notification['model']['s3_prefix']}")
+    if target:
+        stage(f"model files copied to {target}/")
+    stage(
+        f'try it: python -m local_pipeline generate --model {target} --prompt "{notification.get("prompt")}"'
+    )
+
+
+def cmd_up(args: argparse.Namespace, results: TextIO) -> int:
+    base_model = args.base_model or str(tiny_base_model().resolve())
+    context = {"default_quiet_period_seconds": args.quiet_period, "default_base_model": base_model}
+    notifications = OUTPUT_ROOT / "notifications"
+    notifications.mkdir(parents=True, exist_ok=True)
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    with EmbeddedService(port=args.port, verbose=args.verbose, context=context) as service:
+        endpoint = service.endpoint
+        assert endpoint is not None
+        inbox = NotificationInbox(endpoint)
+        print(f"S3 endpoint:   {endpoint.endpoint_url}", file=results, flush=True)
+        print(f"bucket:        {endpoint.bucket}", file=results, flush=True)
+        print(f"upload prefix: {endpoint.upload_uri('<job-name>')}", file=results, flush=True)
+        print(
+            f"try:           aws s3 cp --recursive ./photos {endpoint.upload_uri('my-dog')} "
+            f"--endpoint-url {endpoint.endpoint_url}",
+            flush=True,
+        )
+        print("ready: waiting for uploads (Ctrl-C to stop)", file=results, flush=True)
+        try:
+            while True:
+                for message in inbox.receive(wait_seconds=1):
+                    notification = json.loads(message)
+                    name = f"{notification.get('job_name')}-{notification.get('run_id')}.json"
+                    (notifications / name.replace("/", "_")).write_text(message)
+                    _report(endpoint, notification)
+                    print(message, file=results, flush=True)
+        except KeyboardInterrupt:
+            stage("stopping the local service")
+    return 0
+
+
+def _stop_on_sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # one clean shutdown path for Ctrl-C and `kill`
+
+
+def cmd_generate(args: argparse.Namespace, results: TextIO) -> int:
+    from local_pipeline.generate import render  # torch and diffusers load only for this command
+
+    s3_client = None
+    if args.model.startswith("s3://"):
+        endpoint = running_service(args.endpoint_url or os.environ.get("AWS_ENDPOINT_URL"))
+        if endpoint is None:
+            raise ServiceError("an s3:// model needs a running service: start `up`, or pass --endpoint-url")
+        s3_client = endpoint.client("s3")
+    paths = render(
+        args.model,
+        args.prompt,
+        n=args.n,
+        seed=args.seed,
+        out_dir=args.out,
+        base_model=args.base_model,
+        s3_client=s3_client,
+    )
+    for path in paths:
+        print(path, file=results)
+    return 0

@@ -31,21 +31,19 @@ from local_pipeline.service import (
 )
 
 DEMO_JOB_NAME = "demo-subject"
-# Small enough for two CPU cores in a minute or two, large enough to show every stage of a real job.
-DEMO_SETTINGS = {
-    "token": "sks",
-    "class_word": "toy",
-    "training_method": "full",
-    "max_train_steps": "60",
+# Trainer settings that suit the tiny demo model on two CPU cores: a minute per job, every stage shown.
+TINY_MODEL_HYPERPARAMETERS = {
     "resolution": "64",
     "learning_rate": "1e-4",
     "num_class_images": "4",
     "sample_batch_size": "4",
     "class_inference_steps": "5",
+    "sample_inference_steps": "10",
     "mixed_precision": "no",
     "num_threads": "1",
     "logging_steps": "5",
 }
+TINY_MODEL_JOB = {"token": "sks", "class_word": "toy", "training_method": "full", "max_train_steps": "60"}
 DEFAULT_TIMEOUT_SECONDS = 3600
 
 
@@ -136,7 +134,7 @@ def cmd_demo(args: argparse.Namespace, results: TextIO) -> int:
     stage("preparing the demo: a tiny offline Stable Diffusion base model and six photos of a subject")
     base_model = tiny_base_model()
     images = sample_subject_images(OUTPUT_ROOT / "demo-images")
-    settings = [f"{key}={value}" for key, value in DEMO_SETTINGS.items()]
+    settings = [f"{key}={value}" for key, value in {**TINY_MODEL_JOB, **TINY_MODEL_HYPERPARAMETERS}.items()]
     return submit_and_wait(
         images=images,
         job_name=DEMO_JOB_NAME,
@@ -236,8 +234,13 @@ def _report(endpoint: ServiceEndpoint, notification: dict[str, Any]) -> None:
 
 
 def cmd_up(args: argparse.Namespace, results: TextIO) -> int:
-    base_model = args.base_model or str(tiny_base_model().resolve())
-    context = {"default_quiet_period_seconds": args.quiet_period, "default_base_model": base_model}
+    context: dict[str, Any] = {"default_quiet_period_seconds": args.quiet_period}
+    if args.base_model:
+        context["default_base_model"] = args.base_model
+    else:  # photos dropped without a job.json train the tiny demo model, sized for this machine
+        context |= {f"default_{key}": value for key, value in TINY_MODEL_JOB.items()}
+        context["default_base_model"] = str(tiny_base_model().resolve())
+        context["default_hyperparameters"] = TINY_MODEL_HYPERPARAMETERS
     notifications = OUTPUT_ROOT / "notifications"
     notifications.mkdir(parents=True, exist_ok=True)
     signal.signal(signal.SIGTERM, _stop_on_sigterm)

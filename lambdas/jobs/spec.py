@@ -49,6 +49,19 @@ SPEC_FIELD_HYPERPARAMETERS = {
 }
 
 
+def free_hyperparameters(values: dict[str, HyperparameterValue]) -> dict[str, HyperparameterValue]:
+    """Extra trainer hyperparameters may not touch what the service or a job.json field decides."""
+    problems = []
+    for key in values:
+        if key in SERVICE_OWNED_HYPERPARAMETERS:
+            problems.append(f"'{key}' is set by the service ({SERVICE_OWNED_HYPERPARAMETERS[key]})")
+        elif key in SPEC_FIELD_HYPERPARAMETERS:
+            problems.append(f"'{key}' is a job.json field: set \"{SPEC_FIELD_HYPERPARAMETERS[key]}\" instead")
+    if problems:
+        raise ValueError("; ".join(problems))
+    return values
+
+
 class JobSpecError(ValueError):
     """A job spec that cannot be used; the message names each bad field and what to do."""
 
@@ -73,6 +86,26 @@ class JobDefaults(BaseModel):
     commit_settle_seconds: Annotated[int, Field(ge=0, le=3600)] = 5
     min_images: Annotated[int, Field(ge=1)] = 3
     max_images: Annotated[int, Field(ge=1)] = 200
+    # Trainer hyperparameters for every job of this deployment (e.g. {"resolution": 768} for SD 2);
+    # a job.json's own "hyperparameters" win over them.
+    hyperparameters: dict[str, HyperparameterValue] = Field(default_factory=dict)
+
+    @field_validator("hyperparameters", mode="before")
+    @classmethod
+    def _json_from_context(cls, value: object) -> object:
+        """``cdk deploy -c default_hyperparameters='{"resolution": 768}'`` arrives as a string."""
+        if isinstance(value, str):
+            try:
+                return json.loads(value)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"not a JSON object: {err.msg}") from None
+        return value
+
+    @field_validator("hyperparameters")
+    @classmethod
+    def _no_service_owned_keys(cls, values: dict[str, HyperparameterValue]) -> dict[str, HyperparameterValue]:
+        return free_hyperparameters(values)
+
     max_image_bytes: Annotated[int, Field(ge=1024)] = 25 * 1024 * 1024
     min_image_side: Annotated[int, Field(ge=1)] = 64
 
@@ -111,17 +144,7 @@ class JobSpec(BaseModel):
     @field_validator("hyperparameters")
     @classmethod
     def _no_service_owned_keys(cls, values: dict[str, HyperparameterValue]) -> dict[str, HyperparameterValue]:
-        problems = []
-        for key in values:
-            if key in SERVICE_OWNED_HYPERPARAMETERS:
-                problems.append(f"'{key}' is set by the service ({SERVICE_OWNED_HYPERPARAMETERS[key]})")
-            elif key in SPEC_FIELD_HYPERPARAMETERS:
-                problems.append(
-                    f"'{key}' is a job.json field: set \"{SPEC_FIELD_HYPERPARAMETERS[key]}\" instead"
-                )
-        if problems:
-            raise ValueError("; ".join(problems))
-        return values
+        return free_hyperparameters(values)
 
     @field_validator("token")
     @classmethod
@@ -191,7 +214,7 @@ def resolve_job(job_name: str, spec: JobSpec, defaults: JobDefaults) -> Resolved
         with_prior_preservation=with_prior,
         use_spot=spec.use_spot if spec.use_spot is not None else defaults.use_spot,
         max_runtime_seconds=spec.max_runtime_seconds or defaults.max_runtime_seconds,
-        hyperparameters=dict(spec.hyperparameters),
+        hyperparameters={**defaults.hyperparameters, **spec.hyperparameters},
     )
 
 

@@ -141,3 +141,16 @@ def test_trainer_schema_errors_name_the_key():
     spec = parse_job_spec({"hyperparameters": {"resolution": 500}})
     with pytest.raises(JobSpecError, match="job.json: hyperparameters: .*'resolution'.*multiple of 8"):
         training_hyperparameters(resolve_job("rex", spec, JobDefaults()), model_output_s3_uri=OUTPUT)
+
+
+def test_deployment_hyperparameters_apply_to_every_job_and_job_json_wins():
+    defaults = JobDefaults(hyperparameters='{"resolution": 768, "learning_rate": 2e-6}')
+    job = resolve_job("rex", JobSpec(hyperparameters={"learning_rate": 1e-5}), defaults)
+    assert job.hyperparameters == {"resolution": 768, "learning_rate": 1e-5}
+
+
+def test_deployment_hyperparameters_follow_the_same_rules_as_job_json():
+    with pytest.raises(ValueError, match="set by the service"):
+        JobDefaults(hyperparameters={"model_output_s3_uri": "s3://x/y/"})
+    with pytest.raises(ValueError, match="not a JSON object"):
+        JobDefaults(hyperparameters="{resolution: 768")

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from .hyperparameters import TrainingHyperparameters
-from .model_loading import ModelParts
+from .model_loading import ModelParts, assemble_pipeline
 
 log = logging.getLogger(__name__)
 
@@ -35,21 +35,11 @@ def generate_class_images(
     autocast_dtype: torch.dtype | None,
 ) -> list[Path]:
     """Generate `count` images of `class_prompt` in batches of sample_batch_size; returns the new files."""
-    from diffusers import StableDiffusionPipeline
 
     if count <= 0:
         return []
     folder.mkdir(parents=True, exist_ok=True)
-    pipe = StableDiffusionPipeline(
-        vae=parts.vae,
-        text_encoder=parts.text_encoder,
-        tokenizer=parts.tokenizer,
-        unet=parts.unet,
-        scheduler=parts.inference_scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
+    pipe = assemble_pipeline(parts)
     pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     start = _next_index(folder)

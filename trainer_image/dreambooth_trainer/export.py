@@ -17,7 +17,7 @@ import torch
 
 from .hyperparameters import TrainingHyperparameters
 from .loop import LoopResult
-from .model_loading import ModelParts
+from .model_loading import ModelParts, assemble_pipeline
 from .single_file import single_file_name, write_single_file
 
 log = logging.getLogger(__name__)
@@ -31,7 +31,6 @@ def export_full_model(
     parts: ModelParts, result: LoopResult, out_dir: Path, dtype: torch.dtype, single_file: str | None
 ) -> None:
     """The diffusers folder into out_dir; with single_file, also out_dir/single_file (original layout)."""
-    from diffusers import StableDiffusionPipeline
 
     vae, text_encoder = parts.vae, result.text_encoder
     for (
@@ -39,16 +38,7 @@ def export_full_model(
         state,
     ) in result.frozen_fp32.items():  # precision the loop gave up for speed, restored for export
         {"vae": vae, "text_encoder": text_encoder}[name].to("cpu").load_state_dict(state)
-    pipe = StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=parts.tokenizer,
-        unet=result.unet,
-        scheduler=parts.inference_scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
+    pipe = assemble_pipeline(parts, unet=result.unet, text_encoder=text_encoder, vae=vae)
     pipe.to("cpu", dtype)
     pipe.save_pretrained(out_dir, safe_serialization=True)
     if single_file:

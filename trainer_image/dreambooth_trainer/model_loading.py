@@ -174,3 +174,22 @@ def load_model_parts(source: BaseModelSource) -> ModelParts:
         own_aligned_memory(module)
     noise_scheduler = DDPMScheduler.from_config(inference_scheduler.config)
     return ModelParts(tokenizer, text_encoder, vae, unet, noise_scheduler, inference_scheduler, source)
+
+
+def assemble_pipeline(
+    parts: ModelParts, *, unet: Any = None, text_encoder: Any = None, vae: Any = None
+) -> Any:
+    """A pipeline over modules already in memory (the trained ones where given): no reload, no safety
+    checker (the service renders class images and samples of the user's own subject)."""
+    from diffusers import StableDiffusionPipeline
+
+    return StableDiffusionPipeline(
+        vae=vae if vae is not None else parts.vae,
+        text_encoder=text_encoder if text_encoder is not None else parts.text_encoder,
+        tokenizer=parts.tokenizer,
+        unet=unet if unet is not None else parts.unet,
+        scheduler=parts.inference_scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )

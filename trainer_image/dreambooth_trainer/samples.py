@@ -18,7 +18,7 @@ import torch
 from .errors import SampleRenderingError
 from .hyperparameters import TrainingHyperparameters
 from .loop import LoopResult
-from .model_loading import ModelParts
+from .model_loading import ModelParts, assemble_pipeline
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,6 @@ def render_samples(
     parts: ModelParts, result: LoopResult, hp: TrainingHyperparameters, out_dir: Path
 ) -> list[str]:
     """Render hp.num_samples images into out_dir/samples/; returns their paths relative to out_dir."""
-    from diffusers import StableDiffusionPipeline
 
     if hp.num_samples == 0:
         return []
@@ -55,16 +54,7 @@ def render_samples(
     unet, text_encoder = result.unet, result.text_encoder
     unet.eval()  # LoRA dropout off
     text_encoder.eval()
-    pipe = StableDiffusionPipeline(
-        vae=parts.vae,
-        text_encoder=text_encoder,
-        tokenizer=parts.tokenizer,
-        unet=unet,
-        scheduler=parts.inference_scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
+    pipe = assemble_pipeline(parts, unet=unet, text_encoder=text_encoder)
     pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     log.info(

@@ -105,6 +105,18 @@ class RunWorkflow(Construct):
                 task_timeout=sfn.Timeout.duration(Duration.minutes(5)),
             )
 
+        def publish_notification(name: str) -> tasks.SnsPublish:
+            """The message finish_run built: e-mail text plus JSON for every other protocol."""
+            return tasks.SnsPublish(
+                self,
+                name,
+                topic=topic,
+                subject=sfn.JsonPath.string_at("$.notification.subject"),
+                message=sfn.TaskInput.from_json_path_at("$.notification.message"),
+                message_per_subscription_type=True,
+                result_path=sfn.JsonPath.DISCARD,
+            )
+
         # --- failure path ---
         run_failed = sfn.Fail(
             self, "RunFailed", error="DreamBoothRunFailed", cause="see the failure notification"
@@ -127,15 +139,7 @@ class RunWorkflow(Construct):
         )
         fallback.add_catch(run_failed, result_path="$.notify_error")
         fallback.next(run_failed)
-        notify_failure = tasks.SnsPublish(
-            self,
-            "NotifyFailure",
-            topic=topic,
-            subject=sfn.JsonPath.string_at("$.notification.subject"),
-            message=sfn.TaskInput.from_json_path_at("$.notification.message"),
-            message_per_subscription_type=True,
-            result_path=sfn.JsonPath.DISCARD,
-        )
+        notify_failure = publish_notification("NotifyFailure")
         notify_failure.add_catch(fallback, result_path="$.notify_error")
         notify_failure.next(run_failed)
         record_failure = invoke(
@@ -189,15 +193,7 @@ class RunWorkflow(Construct):
             "Summarize", finish_run, {"outcome": "succeeded", "state.$": "$"}, "$.notification"
         )
         on_failure(summarize, "summarizing the result")
-        notify_success = tasks.SnsPublish(
-            self,
-            "NotifySuccess",
-            topic=topic,
-            subject=sfn.JsonPath.string_at("$.notification.subject"),
-            message=sfn.TaskInput.from_json_path_at("$.notification.message"),
-            message_per_subscription_type=True,
-            result_path=sfn.JsonPath.DISCARD,
-        )
+        notify_success = publish_notification("NotifySuccess")
         notify_success.add_catch(run_failed, result_path="$.notify_error")
 
         definition = check.next(

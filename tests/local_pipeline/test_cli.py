@@ -93,6 +93,30 @@ def test_run_trains_a_good_batch_and_prints_the_notification_last(workdir, tiny_
     assert "model files copied to local-output/good dog" in result.stderr
     assert not (workdir / "local-output" / "service.json").exists(), "the service is gone with the command"
 
+    rendered = subprocess.run(
+        cli(
+            "generate",
+            "--model",
+            str(copied),
+            "--prompt",
+            notification["prompt"],
+            "--n",
+            "2",
+            "--out",
+            "renders",
+        ),
+        cwd=workdir,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert rendered.returncode == 0, rendered.stderr[-3000:]
+    paths = [workdir / line for line in rendered.stdout.split()]
+    assert [p.name for p in paths] == ["000000.png", "000001.png"]
+    assert all(p.stat().st_size > 0 for p in paths)
+    assert paths[0].read_bytes() != paths[1].read_bytes(), "each image has its own seed"
+
 
 def test_run_reports_a_batch_of_broken_files_and_exits_non_zero(workdir, tiny_model):
     images = workdir.parent / "broken"

@@ -267,6 +267,8 @@ def cmd_up(args: argparse.Namespace, results: TextIO) -> int:
                     print(message, file=results, flush=True)
         except KeyboardInterrupt:
             stage("stopping the local service")
+        finally:
+            inbox.close()
     return 0
 
 

@@ -34,6 +34,9 @@ WORK_ROOT = Path(".cache") / "local_pipeline" / "jobs"
 REGION = "us-east-1"
 # Locally a batch without job.json starts after 10 s of quiet instead of a minute.
 LOCAL_CONTEXT = {"default_quiet_period_seconds": 10}
+INBOX_PREFIX = "local-inbox-"
+# How long a hosting command keeps the service up for clients that joined it and are still working.
+JOINED_CLIENTS_GRACE_SECONDS = 120
 
 
 class ServiceError(RuntimeError):
@@ -87,10 +90,27 @@ class EmbeddedService:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if self._aws is not None:
+            self._wait_for_joined_clients()
         if STATE_FILE.exists() and json.loads(STATE_FILE.read_text()).get("pid") == os.getpid():
             STATE_FILE.unlink()
         if self._aws is not None:
             self._aws.stop()
+
+    def _wait_for_joined_clients(self) -> None:
+        """A `run` that joined this service may still be copying its model: let it finish first."""
+        assert self._aws is not None
+        sqs = self._aws.boto3_client("sqs")
+        deadline = time.monotonic() + JOINED_CLIENTS_GRACE_SECONDS
+        announced = False
+        while time.monotonic() < deadline:
+            inboxes = sqs.list_queues(QueueNamePrefix=INBOX_PREFIX).get("QueueUrls", [])
+            if not inboxes:
+                return
+            if not announced:
+                stage(f"waiting for {len(inboxes)} client(s) that joined this service to finish")
+                announced = True
+            time.sleep(0.5)
 
     def _run_training_job(self, job: TrainingJobRequest) -> TrainingOutcome:
         assert self._aws is not None
@@ -161,7 +181,9 @@ class NotificationInbox:
 
     def __init__(self, endpoint: ServiceEndpoint) -> None:
         self._sqs = endpoint.client("sqs")
-        self.queue_url = self._sqs.create_queue(QueueName=f"local-inbox-{uuid.uuid4().hex[:12]}")["QueueUrl"]
+        self.queue_url = self._sqs.create_queue(QueueName=f"{INBOX_PREFIX}{uuid.uuid4().hex[:12]}")[
+            "QueueUrl"
+        ]
         arn = self._sqs.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=["QueueArn"])[
             "Attributes"
         ]

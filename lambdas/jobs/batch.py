@@ -153,7 +153,7 @@ def validate_batch(
     try:
         spec = parse_job_spec(spec_text)
         job = resolve_job(contents.job_name, spec, defaults)
-        training_hyperparameters(job, model_output_s3_uri=model_output_s3_uri)
+        training_hyperparameters(job, model_output_s3_uri=model_output_s3_uri, bucket=bucket)
         problems.extend(_base_model_problems(job.base_model, bucket))
     except JobSpecError as err:
         job = None

@@ -18,6 +18,7 @@ from dreambooth_trainer.hyperparameters import (
     TrainingHyperparameters,
     parse_hyperparameters,
 )
+from lambdas.jobs import s3_layout
 from lambdas.jobs.naming import job_slug
 
 TrainingMethod = Literal["full", "lora"]
@@ -37,6 +38,8 @@ SERVICE_OWNED_HYPERPARAMETERS = {
     "class_data_dir": "shared class images are the 'class_images' channel",
     "models_path": "the trainer writes to /opt/ml/model",
     "model_name": "it is the job name",
+    "class_images_output_s3_uri": "prior-preservation runs share generated class images to"
+    " s3://<bucket>/class-images/<hash>/, the folder their 'class_images' channel reads",
 }
 # Hyperparameters that job.json spells as its own fields (hyperparameter -> field).
 SPEC_FIELD_HYPERPARAMETERS = {
@@ -230,12 +233,21 @@ def describe_validation_error(err: ValidationError, *, source: str) -> str:
     return "\n".join(lines)
 
 
-def training_hyperparameters(job: ResolvedJob, *, model_output_s3_uri: str) -> TrainingHyperparameters:
+def class_images_prefix(job: ResolvedJob, hyperparameters: TrainingHyperparameters) -> str:
+    """The shared class-images folder of a job, keyed by the resolution the trainer actually uses."""
+    return s3_layout.class_images_prefix(job.class_prompt or "", job.base_model, hyperparameters.resolution)
+
+
+def training_hyperparameters(
+    job: ResolvedJob, *, model_output_s3_uri: str, bucket: str
+) -> TrainingHyperparameters:
     """The trainer's hyperparameters for one run, checked by the trainer's own schema.
 
     The user's extra keys go first and the job's decided values over them, so nothing in
     ``hyperparameters`` can redirect the model or contradict a job.json field (the spec also rejects
-    such keys up front, with a message).
+    such keys up front, with a message). With prior preservation, ``class_images_output_s3_uri`` is
+    ``s3://<bucket>/<class_images_prefix>``: the trainer shares the class images it generates to the same
+    folder that later runs read as their 'class_images' channel.
     """
     decided: dict[str, HyperparameterValue] = {
         "instance_prompt": job.instance_prompt,
@@ -250,8 +262,14 @@ def training_hyperparameters(job: ResolvedJob, *, model_output_s3_uri: str) -> T
     if not job.base_model.startswith("s3://"):
         # An s3:// base model arrives as the 'model' channel, which the trainer prefers.
         decided["pretrained_model_name_or_path"] = job.base_model
+    values = {**job.hyperparameters, **decided}
     try:
-        return parse_hyperparameters({**job.hyperparameters, **decided})
+        hyperparameters = parse_hyperparameters(values)
+        if hyperparameters.with_prior_preservation:
+            # Keyed by the parsed resolution (a default or a user's key), hence the second parse.
+            shared = s3_layout.s3_uri(bucket, class_images_prefix(job, hyperparameters))
+            hyperparameters = parse_hyperparameters({**values, "class_images_output_s3_uri": shared})
+        return hyperparameters
     except HyperparameterError as err:
         raise JobSpecError(f"job.json: hyperparameters: {err}") from None
 

@@ -38,9 +38,11 @@ def build_training_request(
     """CreateTrainingJob fields for one run (PascalCase, as the API and the state machine spell them)."""
     name = naming.training_job_name(job.job_name, run_id)
     channels = [_s3_channel(IMAGES_CHANNEL, s3_layout.s3_uri(bucket, s3_layout.upload_prefix(job.job_name)))]
-    if job.with_prior_preservation and job.class_prompt and class_images_available:
-        prefix = class_images_prefix(job, hyperparameters)
-        channels.append(_s3_channel(CLASS_IMAGES_CHANNEL, s3_layout.s3_uri(bucket, prefix)))
+    # Set exactly for prior-preservation runs (spec.training_hyperparameters): the folder the trainer shares
+    # its generated class images to is the one this channel reads.
+    shared_class_images = hyperparameters.class_images_output_s3_uri
+    if shared_class_images and class_images_available:
+        channels.append(_s3_channel(CLASS_IMAGES_CHANNEL, shared_class_images))
     if job.base_model.startswith("s3://"):
         channels.append(_s3_channel(MODEL_CHANNEL, job.base_model))
 
@@ -68,10 +70,6 @@ def build_training_request(
             {"Key": TAG_RUN, "Value": run_id},
         ],
     }
-
-
-def class_images_prefix(job: ResolvedJob, hyperparameters: TrainingHyperparameters) -> str:
-    return s3_layout.class_images_prefix(job.class_prompt or "", job.base_model, hyperparameters.resolution)
 
 
 def tag_value(text: str) -> str:

@@ -9,11 +9,7 @@ from lambdas.jobs import batch_state, failures, naming, notification, s3_layout
 from lambdas.jobs.batch import BatchReport
 from lambdas.jobs.model_files import describe_model_files, parse_manifest
 from lambdas.jobs.spec import ResolvedJob, training_hyperparameters
-from lambdas.jobs.training_request import (
-    build_training_request,
-    class_images_prefix,
-    model_output_s3_uri,
-)
+from lambdas.jobs.training_request import build_training_request, model_output_s3_uri
 from lambdas.pipeline.aws import client, error_code
 from lambdas.pipeline.batch_checks import list_objects, list_objects_page
 from lambdas.pipeline.config import PipelineSettings
@@ -41,14 +37,16 @@ def record_validation(job_name: str, run_id: str, report: BatchReport, settings:
 def training_request(job_name: str, run_id: str, job: dict[str, Any], settings: PipelineSettings) -> dict:
     resolved = ResolvedJob.model_validate(job)
     output = model_output_s3_uri(settings.bucket, job_name, run_id)
-    hyperparameters = training_hyperparameters(resolved, model_output_s3_uri=output)
-    class_prefix = class_images_prefix(resolved, hyperparameters)
+    hyperparameters = training_hyperparameters(resolved, model_output_s3_uri=output, bucket=settings.bucket)
+    shared_class_images = hyperparameters.class_images_output_s3_uri  # set for prior preservation only
     request = build_training_request(
         resolved,
         run_id=run_id,
         bucket=settings.bucket,
         hyperparameters=hyperparameters,
-        class_images_available=bool(list_objects_page(settings.bucket, class_prefix)),
+        class_images_available=bool(
+            shared_class_images and list_objects_page(*s3_layout.split_s3_uri(shared_class_images))
+        ),
     )
     JobsTable(settings.table_name).record_run(
         job_name,

@@ -1,13 +1,14 @@
 """A run from photos to notification, in the CDK-synthesized state machine, with the real handlers."""
 
 import json
+import re
 import time
 
 import pytest
 
 from dreambooth_trainer.hyperparameters import parse_hyperparameters
 from dreambooth_trainer.metrics import METRIC_DEFINITIONS
-from lambdas.jobs import failures, naming
+from lambdas.jobs import failures, naming, s3_layout
 from local_aws import TrainingOutcome
 
 from .support import (
@@ -95,6 +96,38 @@ def test_the_training_job_request_is_complete_and_spot_by_default(aws, subscribe
     assert request["CheckpointConfig"]["LocalPath"] == "/opt/ml/checkpoints"
     assert {"Key": "dreambooth:job", "Value": "request check"} in request["Tags"]
     assert {"Key": "dreambooth:run", "Value": run_id} in request["Tags"]
+    # Prior preservation is on by default: the trainer is told where to share the class images it
+    # generates; nothing is shared yet, so there is no class_images channel.
+    shared = parse_hyperparameters(job.hyperparameters).class_images_output_s3_uri
+    assert re.fullmatch(rf"s3://{aws.bucket}/class-images/[0-9a-f]{{16}}/", shared)
+    assert "class_images" not in job.channels
+
+
+def test_class_images_one_run_shares_are_the_next_runs_class_images_channel(aws, subscriber, no_runner):
+    finish = fake_trainer(aws)
+
+    def sharing_trainer(job):
+        """What the trainer does after generating class images: put them under class_images_output_s3_uri."""
+        bucket, prefix = s3_layout.split_s3_uri(
+            parse_hyperparameters(job.hyperparameters).class_images_output_s3_uri
+        )
+        aws.boto3_client("s3").put_object(Bucket=bucket, Key=f"{prefix}{job.name}-0.png", Body=_png(8, 8))
+        return finish(job)
+
+    aws.set_training_runner(sharing_trainer)
+    otter = {"job.json": json.dumps({"class_word": "otter"}).encode()}
+    upload_all(aws, "otter one", {**photos(3), **otter})
+    (first_run,) = aws.wait_for_runs("otter one")
+    upload_all(aws, "otter two", {**photos(3), **otter})
+    (second_run,) = aws.wait_for_runs("otter two")
+    assert first_run["status"] == second_run["status"] == "SUCCEEDED"
+
+    (first,) = requests_for(aws, "otter one")
+    (second,) = requests_for(aws, "otter two")
+    shared = parse_hyperparameters(first.hyperparameters).class_images_output_s3_uri
+    assert parse_hyperparameters(second.hyperparameters).class_images_output_s3_uri == shared
+    assert "class_images" not in first.channels
+    assert second.channels["class_images"] == shared
 
 
 def test_a_failed_training_job_is_reported_with_its_reason(aws, subscriber, no_runner):

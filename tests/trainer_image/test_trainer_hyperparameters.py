@@ -112,6 +112,7 @@ def test_unknown_key_fails_with_the_key_a_suggestion_and_the_valid_keys() -> Non
         ("learning_rate", "fast", "valid number"),
         ("max_train_steps", "0", "greater than or equal to 1"),
         ("model_output_s3_uri", "https://bucket/x", "s3://bucket/prefix/"),
+        ("class_images_output_s3_uri", "bucket/class-images/", "s3://bucket/prefix/"),
         ("learning_rate", "nan", "finite number"),
     ],
 )

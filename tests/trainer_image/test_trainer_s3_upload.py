@@ -3,7 +3,9 @@ left almost empty so SageMaker does not tar gigabytes."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 from pathlib import Path
 
 import boto3
@@ -13,7 +15,9 @@ from diffusers import StableDiffusionPipeline
 from moto import mock_aws
 from moto.server import ThreadedMotoServer
 
-from dreambooth_trainer.s3_upload import MANIFEST_NAME, parse_s3_uri, upload_model_folder
+from dreambooth_trainer import job as job_module
+from dreambooth_trainer.offline_fixtures import write_sample_subject_images
+from dreambooth_trainer.s3_upload import MANIFEST_NAME, parse_s3_uri, upload_class_images, upload_model_folder
 
 
 @pytest.fixture
@@ -129,3 +133,54 @@ def test_training_job_uploads_through_aws_endpoint_url(
         tiny_model, local_files_only=True, torch_dtype=torch.float32
     )
     pipe.load_lora_weights(lora_dir)  # what came back from S3 is a loadable LoRA
+
+
+def test_class_images_are_shared_under_job_unique_content_named_keys(tmp_path: Path, aws_env, caplog) -> None:
+    files = []
+    for i in range(2):
+        files.append(tmp_path / f"class-{i:06d}.png")
+        files[-1].write_bytes(f"png {i}".encode())
+    with mock_aws():
+        client = boto3.client("s3")
+        client.create_bucket(Bucket="data")
+        keys = upload_class_images(files, "s3://data/class-images/abc/", "job-a", client=client)
+        again = upload_class_images(files, "s3://data/class-images/abc", "job-a", client=client)
+        other = upload_class_images(files, "s3://data/class-images/abc/", "job-b", client=client)
+        stored = sorted(o["Key"] for o in client.list_objects_v2(Bucket="data")["Contents"])
+        content_type = client.head_object(Bucket="data", Key=keys[0])["ContentType"]
+        with caplog.at_level(logging.WARNING):
+            missing = upload_class_images(files, "s3://no-such-bucket/x/", "job-a", client=client)
+    digests = [hashlib.sha256(f.read_bytes()).hexdigest()[:16] for f in files]
+    assert keys == again == [f"class-images/abc/job-a-{d}.png" for d in digests]  # a retry overwrites itself
+    assert other == [f"class-images/abc/job-b-{d}.png" for d in digests]  # never another job's files
+    assert stored == sorted(keys + other) and content_type == "image/png"
+    assert missing == [] and "could not share class images to s3://no-such-bucket/x/" in caplog.text
+
+
+def test_generated_class_images_are_shared_before_training(new_job, aws_env, monkeypatch) -> None:
+    """Only the newly generated image goes up, and it is there even though training then fails."""
+
+    def failing_train(*args, **kwargs):
+        raise RuntimeError("training broke after generation")
+
+    monkeypatch.setattr(job_module, "train", failing_train)
+    job = new_job(
+        {
+            "with_prior_preservation": "true",
+            "class_prompt": "a photo of a dog",
+            "num_class_images": "3",
+            "class_inference_steps": "2",
+            "class_images_output_s3_uri": "s3://data/class-images/0123456789abcdef/",
+            "training_method": "lora",
+        }
+    )
+    write_sample_subject_images(job.channel("class_images"), n=2, size=40, seed=7)
+    with mock_aws():
+        s3 = boto3.client("s3")
+        s3.create_bucket(Bucket="data")
+        assert job.run() != 0
+        stored = [o["Key"] for o in s3.list_objects_v2(Bucket="data").get("Contents", [])]
+    assert "training broke after generation" in (job.failure or "")
+    (generated,) = sorted((job.checkpoints_dir / "class_images").glob("class-*.png"))
+    digest = hashlib.sha256(generated.read_bytes()).hexdigest()[:16]
+    assert stored == [f"class-images/0123456789abcdef/test-job-{digest}.png"]

@@ -64,6 +64,11 @@ class TrainingHyperparameters(BaseModel):
     model_output_s3_uri: str | None = Field(
         None, description="s3://bucket/prefix/ to upload the model to (alias: manul_upload_model_path)"
     )
+    class_images_output_s3_uri: str | None = Field(
+        None,
+        description="s3://bucket/prefix/ to share newly generated class images to, before training starts"
+        " (later jobs read them as their 'class_images' channel)",
+    )
 
     # --- How to learn ---
     training_method: Literal["full", "lora"] = Field(
@@ -157,7 +162,7 @@ class TrainingHyperparameters(BaseModel):
             value, value
         )
 
-    @field_validator("model_output_s3_uri")
+    @field_validator("model_output_s3_uri", "class_images_output_s3_uri")
     @classmethod
     def _s3_uri(cls, value: str | None) -> str | None:
         if value is not None and not _S3_URI.match(value):

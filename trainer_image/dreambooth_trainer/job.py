@@ -22,7 +22,7 @@ from .export import TRAINING_RECORD, export_model
 from .hyperparameters import HyperparameterError, TrainingHyperparameters
 from .loop import HALF, LoopResult, train
 from .model_loading import ModelParts, load_model_parts, resolve_base_model
-from .s3_upload import MANIFEST_NAME, upload_model_folder
+from .s3_upload import MANIFEST_NAME, upload_class_images, upload_model_folder
 from .sagemaker_contract import SageMakerPaths, StopSignal, job_name
 from .samples import render_samples
 from .single_file import SingleFileExportError, check_supported
@@ -114,6 +114,22 @@ def prepare_class_images(
     return class_images, new_files
 
 
+def share_class_images(
+    hp: TrainingHyperparameters, paths: SageMakerPaths, generated: list[Path]
+) -> list[str]:
+    """With class_images_output_s3_uri and new generations: upload this job's generated class images, so the
+    next job with the same class prompt, base model and resolution gets them as its channel.
+
+    The whole generated folder goes up, not only this attempt's files: a spot restart that interrupted
+    generation would otherwise never share the first attempt's images. It holds only images this run made
+    (never the channel's), and their keys are stable, so a repeat upload overwrites identical bytes.
+    """
+    if not generated or not hp.class_images_output_s3_uri:
+        return []
+    files = sorted((paths.checkpoints_dir / GENERATED_CLASS_DIR).glob("class-*.png"))
+    return upload_class_images(files, hp.class_images_output_s3_uri, job_name())
+
+
 def publish(out_dir: Path, hp: TrainingHyperparameters, record: dict[str, Any]) -> dict[str, Any] | None:
     """With model_output_s3_uri: upload, then keep only manifest.json and dreambooth.json in /opt/ml/model,
     so SageMaker's model.tar.gz stays tiny and still says where the model is."""
@@ -167,6 +183,8 @@ def run_job(
     if hp.with_prior_preservation:
         stop.phase = "preparing class images"
         class_images, generated = prepare_class_images(hp, paths, parts)
+        stop.phase = "sharing class images"
+        share_class_images(hp, paths, generated)  # before training: a later failure still leaves them
 
     stop.phase = "training"
     result = train(parts, instance, class_images, hp, checkpoint_dir=paths.checkpoints_dir, stop=stop)

@@ -8,6 +8,7 @@ land. The manifest is written after every file, so its presence means the upload
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from datetime import UTC, datetime
@@ -29,6 +30,45 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
         raise ValueError(f"no bucket in {uri!r}")
     prefix = prefix.strip("/")
     return bucket, f"{prefix}/" if prefix else ""
+
+
+def shared_class_image_name(job_name: str, path: Path) -> str:
+    """``<training job name>-<first 16 hex of the file's sha256><suffix>``: jobs never overwrite each other,
+    and a retried upload of the same file lands on the same key."""
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    return f"{job_name}-{digest}{path.suffix}"
+
+
+def upload_class_images(files: list[Path], s3_uri: str, job_name: str, *, client: Any = None) -> list[str]:
+    """Upload generated class images next to the shared ones under s3_uri; return the keys written.
+
+    Best effort: generation was already paid for and the job goes on with the local files, so an upload
+    error is logged (with what was not shared) instead of failing the training.
+    """
+    import boto3
+    from boto3.exceptions import Boto3Error
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    bucket, prefix = parse_s3_uri(s3_uri)
+    keys: list[str] = []
+    try:
+        client = client or boto3.client("s3")
+        for path in files:
+            key = prefix + shared_class_image_name(job_name, path)
+            client.upload_file(str(path), bucket, key, ExtraArgs={"ContentType": "image/png"})
+            keys.append(key)
+    except (Boto3Error, BotoCoreError, ClientError, OSError) as exc:
+        log.warning(
+            "could not share class images to s3://%s/%s (%d of %d uploaded): %s",
+            bucket,
+            prefix,
+            len(keys),
+            len(files),
+            exc,
+        )
+        return keys
+    log.info("shared %d generated class image(s) to s3://%s/%s", len(keys), bucket, prefix)
+    return keys
 
 
 def list_model_files(folder: Path) -> list[tuple[str, Path]]:

@@ -82,6 +82,7 @@ def test_defaults_reject_impossible_bounds():
 # --- mapping onto the trainer's hyperparameters ---
 
 from dreambooth_trainer.hyperparameters import parse_hyperparameters  # noqa: E402
+from lambdas.jobs import s3_layout  # noqa: E402
 from lambdas.jobs.spec import hyperparameter_strings, training_hyperparameters  # noqa: E402
 
 OUTPUT = "s3://data-bucket/models/my dog/20261124-101500-ab12/"
@@ -97,7 +98,9 @@ def test_a_job_maps_onto_the_trainer_schema_and_reads_back_the_same():
             "hyperparameters": {"learning_rate": 1e-4, "resolution": 768, "train_text_encoder": "true"},
         }
     )
-    hp = training_hyperparameters(resolve_job("my dog", spec, JobDefaults()), model_output_s3_uri=OUTPUT)
+    hp = training_hyperparameters(
+        resolve_job("my dog", spec, JobDefaults()), model_output_s3_uri=OUTPUT, bucket="data-bucket"
+    )
     assert (hp.instance_prompt, hp.class_prompt) == ("a photo of zwx dog", "a photo of dog")
     assert (hp.training_method, hp.max_train_steps, hp.resolution) == ("lora", 300, 768)
     assert hp.learning_rate == 1e-4 and hp.train_text_encoder is True
@@ -107,7 +110,9 @@ def test_a_job_maps_onto_the_trainer_schema_and_reads_back_the_same():
 
 
 def test_the_request_always_states_the_run_defining_choices():
-    hp = training_hyperparameters(resolve_job("rex", JobSpec(), JobDefaults()), model_output_s3_uri=OUTPUT)
+    hp = training_hyperparameters(
+        resolve_job("rex", JobSpec(), JobDefaults()), model_output_s3_uri=OUTPUT, bucket="data-bucket"
+    )
     strings = hyperparameter_strings(hp)
     for key in ["instance_prompt", "with_prior_preservation", "training_method", "max_train_steps"]:
         assert key in strings
@@ -115,9 +120,24 @@ def test_the_request_always_states_the_run_defining_choices():
     assert all(isinstance(v, str) for v in strings.values())
 
 
+def test_prior_preservation_shares_class_images_to_the_folder_keyed_by_the_trained_resolution():
+    spec = JobSpec(class_word="dog", hyperparameters={"resolution": 768})
+    job = resolve_job("rex", spec, JobDefaults())
+    hp = training_hyperparameters(job, model_output_s3_uri=OUTPUT, bucket="data-bucket")
+    expected = "s3://data-bucket/" + s3_layout.class_images_prefix("a photo of dog", job.base_model, 768)
+    assert hp.class_images_output_s3_uri == expected
+    assert hyperparameter_strings(hp)["class_images_output_s3_uri"] == expected
+    no_prior = resolve_job("rex", JobSpec(with_prior_preservation=False), JobDefaults())
+    hp = training_hyperparameters(no_prior, model_output_s3_uri=OUTPUT, bucket="data-bucket")
+    assert hp.class_images_output_s3_uri is None
+    assert "class_images_output_s3_uri" not in hyperparameter_strings(hp)
+
+
 def test_an_s3_base_model_is_left_to_the_model_channel():
     spec = JobSpec(base_model="s3://data-bucket/base-models/sd15/")
-    hp = training_hyperparameters(resolve_job("rex", spec, JobDefaults()), model_output_s3_uri=OUTPUT)
+    hp = training_hyperparameters(
+        resolve_job("rex", spec, JobDefaults()), model_output_s3_uri=OUTPUT, bucket="data-bucket"
+    )
     assert "pretrained_model_name_or_path" not in hyperparameter_strings(hp)
 
 
@@ -127,6 +147,7 @@ def test_an_s3_base_model_is_left_to_the_model_channel():
         ("model_output_s3_uri", "set by the service"),
         ("manul_upload_model_path", "set by the service"),
         ("instance_data_dir", "set by the service"),
+        ("class_images_output_s3_uri", "set by the service"),
         ("max_train_steps", 'set "max_train_steps" instead'),
         ("pretrained_model_name_or_path", 'set "base_model" instead'),
     ],
@@ -140,7 +161,9 @@ def test_service_owned_and_field_owned_keys_cannot_be_overridden(key, message):
 def test_trainer_schema_errors_name_the_key():
     spec = parse_job_spec({"hyperparameters": {"resolution": 500}})
     with pytest.raises(JobSpecError, match="job.json: hyperparameters: .*'resolution'.*multiple of 8"):
-        training_hyperparameters(resolve_job("rex", spec, JobDefaults()), model_output_s3_uri=OUTPUT)
+        training_hyperparameters(
+            resolve_job("rex", spec, JobDefaults()), model_output_s3_uri=OUTPUT, bucket="data-bucket"
+        )
 
 
 def test_deployment_hyperparameters_apply_to_every_job_and_job_json_wins():

@@ -2,13 +2,8 @@ import pytest
 
 from dreambooth_trainer.hyperparameters import parse_hyperparameters
 from lambdas.jobs import naming
-from lambdas.jobs.spec import JobDefaults, JobSpec, resolve_job, training_hyperparameters
-from lambdas.jobs.training_request import (
-    build_training_request,
-    class_images_prefix,
-    model_output_s3_uri,
-    tag_value,
-)
+from lambdas.jobs.spec import JobDefaults, JobSpec, class_images_prefix, resolve_job, training_hyperparameters
+from lambdas.jobs.training_request import build_training_request, model_output_s3_uri, tag_value
 
 RUN = "20261124-101500-ab12"
 BUCKET = "data-bucket"
@@ -16,7 +11,9 @@ BUCKET = "data-bucket"
 
 def request_for(spec: JobSpec | None = None, job_name: str = "my dog", class_images: bool = False):
     job = resolve_job(job_name, spec or JobSpec(), JobDefaults())
-    hp = training_hyperparameters(job, model_output_s3_uri=model_output_s3_uri(BUCKET, job_name, RUN))
+    hp = training_hyperparameters(
+        job, model_output_s3_uri=model_output_s3_uri(BUCKET, job_name, RUN), bucket=BUCKET
+    )
     return (
         job,
         hp,
@@ -66,6 +63,17 @@ def test_class_images_channel_only_when_shared_images_exist_for_a_prior_preserva
     assert "class_images" not in channels(request_for(class_images=False)[2])
     no_prior = JobSpec(with_prior_preservation=False)
     assert "class_images" not in channels(request_for(no_prior, class_images=True)[2])
+
+
+@pytest.mark.parametrize("class_images", [True, False])
+def test_the_trainer_shares_generated_class_images_to_the_folder_the_channel_reads(class_images):
+    job, hp, request = request_for(class_images=class_images)
+    shared = parse_hyperparameters(request["HyperParameters"]).class_images_output_s3_uri
+    assert shared == f"s3://data-bucket/{class_images_prefix(job, hp)}"  # even before any exist
+    if class_images:
+        assert channels(request)["class_images"] == shared
+    _, _, no_prior = request_for(JobSpec(with_prior_preservation=False))
+    assert "class_images_output_s3_uri" not in no_prior["HyperParameters"]
 
 
 def test_class_images_are_keyed_by_the_resolution_actually_trained():

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from aws_cdk import Aws, Duration, RemovalPolicy
+import re
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import jsii
+from aws_cdk import AssetHashType, Aws, BundlingOptions, DockerImage, Duration, ILocalBundling, RemovalPolicy
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
@@ -15,6 +22,14 @@ from infra.nag import acknowledge
 POWERTOOLS_ACCOUNT = "017000801446"
 POWERTOOLS_LAYER_VERSION = 27
 RUNTIME = lambda_.Runtime.PYTHON_3_11
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+LAMBDA_REQUIREMENTS = REPO_ROOT / "lambdas" / "requirements.txt"
+WHEEL_CACHE = REPO_ROOT / ".cache" / "lambda-wheels"
+# The python3.11 runtime is Amazon Linux 2 (glibc 2.26): manylinux2014 wheels load there, the
+# manylinux_2_28 ones a developer machine installs do not.
+LAMBDA_PLATFORM = "manylinux2014_x86_64"
+LAMBDA_PYTHON = "3.11"
 
 
 def powertools_layer_arn() -> str:
@@ -37,6 +52,7 @@ class PipelineFunction(Construct):
         environment: dict[str, str],
         timeout: Duration,
         memory_size: int = 256,
+        extra_layers: list[lambda_.ILayerVersion] | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         self.log_group = logs.LogGroup(
@@ -51,7 +67,7 @@ class PipelineFunction(Construct):
             architecture=lambda_.Architecture.X86_64,
             handler=handler,
             code=code,
-            layers=[layer],
+            layers=[layer, *(extra_layers or [])],
             description=description,
             environment={"POWERTOOLS_SERVICE_NAME": "dreambooth-pipeline", **environment},
             timeout=timeout,
@@ -78,3 +94,72 @@ class PipelineFunction(Construct):
                 ),
             },
         )
+
+
+def pinned_requirement(name: str, requirements: Path = LAMBDA_REQUIREMENTS) -> str:
+    """``name==version`` as pinned in lambdas/requirements.txt (one pin for the tests and the Lambda)."""
+    for line in requirements.read_text().splitlines():
+        match = re.match(rf"^\s*({re.escape(name)}==[^\s#]+)", line, re.IGNORECASE)
+        if match:
+            return match.group(1)
+    raise ValueError(f"{name} is not pinned in {requirements}")
+
+
+def lambda_wheel(requirement: str, cache: Path = WHEEL_CACHE) -> Path:
+    """The requirement's wheel for the Lambda runtime, downloaded once from the package registry."""
+    name, version = requirement.split("==")
+    pattern = f"{name.lower()}-{version}-cp311-cp311-*manylinux2014_x86_64*.whl"
+    found = sorted(cache.glob(pattern))
+    if not found:
+        cache.mkdir(parents=True, exist_ok=True)
+        command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:"]
+        command += [
+            "--platform",
+            LAMBDA_PLATFORM,
+            "--python-version",
+            LAMBDA_PYTHON,
+            "--implementation",
+            "cp",
+        ]
+        result = subprocess.run([*command, "-d", str(cache), requirement], capture_output=True, text=True)
+        found = sorted(cache.glob(pattern))
+        if result.returncode != 0 or not found:
+            raise RuntimeError(
+                f"cannot fetch the Lambda wheel for {requirement} ({LAMBDA_PLATFORM}): "
+                f"{result.stderr.strip()[-500:]}; check the connection to the package registry"
+            )
+    return found[-1]
+
+
+@jsii.implements(ILocalBundling)
+class UnpackWheel:
+    """Local bundling of a layer: the wheel unpacked under ``python/``; never falls back to Docker."""
+
+    def __init__(self, wheel: Path) -> None:
+        self.wheel = wheel
+
+    def try_bundle(self, output_dir: str, *args, **kwargs) -> bool:
+        with zipfile.ZipFile(self.wheel) as archive:
+            archive.extractall(Path(output_dir) / "python")
+        return True
+
+
+def pillow_layer(scope: Construct) -> lambda_.LayerVersion:
+    """Pillow for the validation Lambda, which decodes every photo with the trainer's own rule."""
+    wheel = lambda_wheel(pinned_requirement("pillow"))
+    return lambda_.LayerVersion(
+        scope,
+        "PillowLayer",
+        code=lambda_.Code.from_asset(
+            str(wheel.parent),
+            asset_hash=wheel.name,
+            asset_hash_type=AssetHashType.CUSTOM,
+            bundling=BundlingOptions(
+                image=DockerImage.from_registry("public.ecr.aws/sam/build-python3.11"),
+                local=UnpackWheel(wheel),
+            ),
+        ),
+        compatible_runtimes=[RUNTIME],
+        compatible_architectures=[lambda_.Architecture.X86_64],
+        description=f"{wheel.name.split('-cp')[0]} ({LAMBDA_PLATFORM}) for image validation",
+    )

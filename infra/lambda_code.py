@@ -16,8 +16,9 @@ from aws_cdk import aws_lambda as lambda_
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TRAINER_PACKAGE = REPO_ROOT / "trainer_image" / "dreambooth_trainer"
-# The trainer's modules the Lambdas import: pure (pydantic + stdlib), no torch.
-TRAINER_MODULES = ("__init__.py", "hyperparameters.py", "metrics.py")
+# The trainer's modules the Lambdas import: no torch (image_files needs Pillow: the validation
+# Lambda's layer, infra/functions.py).
+TRAINER_MODULES = ("__init__.py", "hyperparameters.py", "image_files.py", "metrics.py")
 
 
 def asset_files(repo_root: Path = REPO_ROOT) -> dict[str, Path]:

@@ -18,16 +18,21 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
-from infra.functions import PipelineFunction, powertools_layer_arn
+from infra.functions import PipelineFunction, pillow_layer, powertools_layer_arn
 from infra.lambda_code import pipeline_code
 from infra.nag import acknowledge
 from infra.workflow import RunWorkflow
 from lambdas.jobs import s3_layout
+from lambdas.jobs.limits import ServiceLimits
 from lambdas.jobs.spec import JobDefaults
 from lambdas.pipeline import config
 
 INTAKE_TIMEOUT = Duration.seconds(60)
 STEP_TIMEOUT = Duration.minutes(2)
+# Validation downloads and decodes every photo in full (4 at a time): memory for 4 large decoded photos,
+# and the CPU share that comes with it; under the state machine's 5-minute task timeout.
+VALIDATE_TIMEOUT = Duration.minutes(4)
+VALIDATE_MEMORY_MB = 2048
 MAX_RECEIVE_COUNT = 5
 
 
@@ -43,10 +48,12 @@ class Pipeline(Construct):
         training_image_uri: str,
         job_defaults: JobDefaults,
         retain_data_on_delete: bool,
+        limits: ServiceLimits | None = None,
         training_retry_seconds: int = 20,
     ) -> None:
         super().__init__(scope, construct_id)
         removal = RemovalPolicy.RETAIN if retain_data_on_delete else RemovalPolicy.DESTROY
+        limits = limits or ServiceLimits()
 
         self.table = dynamodb.Table(
             self,
@@ -104,9 +111,12 @@ class Pipeline(Construct):
             config.BUCKET_NAME: bucket.bucket_name,
             config.JOBS_TABLE_NAME: self.table.table_name,
             config.JOB_DEFAULTS: job_defaults.model_dump_json(),
+            config.SERVICE_LIMITS: limits.model_dump_json(),
         }
 
-        def function(name: str, handler: str, description: str, timeout: Duration) -> PipelineFunction:
+        def function(
+            name: str, handler: str, description: str, timeout: Duration, **options
+        ) -> PipelineFunction:
             return PipelineFunction(
                 self,
                 name,
@@ -116,6 +126,7 @@ class Pipeline(Construct):
                 layer=layer,
                 environment=environment,
                 timeout=timeout,
+                **options,
             )
 
         self.check_batch = function(
@@ -124,8 +135,10 @@ class Pipeline(Construct):
         self.validate_batch = function(
             "ValidateBatch",
             "validate_batch",
-            "Validates a sealed batch before any GPU is paid for.",
-            STEP_TIMEOUT,
+            "Validates a sealed batch before any GPU is paid for and freezes the run's input.",
+            VALIDATE_TIMEOUT,
+            memory_size=VALIDATE_MEMORY_MB,
+            extra_layers=[pillow_layer(self)],
         )
         self.build_training_request = function(
             "BuildTrainingRequest",
@@ -147,6 +160,7 @@ class Pipeline(Construct):
             training_role=training_role,
             training_image_uri=training_image_uri,
             training_retry_seconds=training_retry_seconds,
+            instance_types=limits.instance_types,
         )
         self.state_machine = self.workflow.state_machine
 
@@ -190,13 +204,16 @@ class Pipeline(Construct):
 
         allow(self.intake, ["s3:GetObject"], [uploads])  # HeadObject
         list_under(self.intake, s3_layout.UPLOADS_ROOT)  # without it, HeadObject of a deleted key is 403
+        training_input = bucket.arn_for_objects(f"{s3_layout.TRAINING_INPUT_ROOT}*")
         allow(self.check_batch, ["s3:GetObject"], [uploads])
         list_under(self.check_batch, s3_layout.UPLOADS_ROOT)
+        allow(self.check_batch, ["s3:PutObject"], [training_input])  # the sealed listing
         allow(
             self.validate_batch,
             ["s3:GetObject"],
-            [uploads, bucket.arn_for_objects(f"{s3_layout.BASE_MODELS_ROOT}*")],
+            [uploads, training_input, bucket.arn_for_objects(f"{s3_layout.BASE_MODELS_ROOT}*")],
         )
+        allow(self.validate_batch, ["s3:PutObject"], [training_input])  # the accepted photos and listing
         list_under(self.validate_batch, s3_layout.UPLOADS_ROOT, s3_layout.BASE_MODELS_ROOT)
         list_under(self.build_training_request, s3_layout.CLASS_IMAGES_ROOT)
         allow(self.finish_run, ["s3:GetObject"], [models])
@@ -209,8 +226,11 @@ class Pipeline(Construct):
         object_reason = "Reads objects by prefix: one folder per job, named by the user."
         for fn, prefixes in [
             (self.intake, [s3_layout.UPLOADS_ROOT]),
-            (self.check_batch, [s3_layout.UPLOADS_ROOT]),
-            (self.validate_batch, [s3_layout.UPLOADS_ROOT, s3_layout.BASE_MODELS_ROOT]),
+            (self.check_batch, [s3_layout.UPLOADS_ROOT, s3_layout.TRAINING_INPUT_ROOT]),
+            (
+                self.validate_batch,
+                [s3_layout.UPLOADS_ROOT, s3_layout.TRAINING_INPUT_ROOT, s3_layout.BASE_MODELS_ROOT],
+            ),
             (self.build_training_request, []),
             (self.finish_run, [s3_layout.MODELS_ROOT]),
         ]:

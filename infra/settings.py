@@ -10,8 +10,9 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from lambdas.jobs.limits import LIMITS_PREFIX, ServiceLimits, context_key
 from lambdas.jobs.spec import JobDefaults
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -27,6 +28,8 @@ class ServiceSettings(BaseModel):
     # First wait before retrying a throttled CreateTrainingJob (then doubled, 5 attempts).
     training_retry_seconds: Annotated[int, Field(ge=1, le=600)] = 20
     job_defaults: JobDefaults = JobDefaults()
+    # Cost limits (lambdas/jobs/limits.py): context keys limit_<field>.
+    limits: ServiceLimits = ServiceLimits()
 
     @field_validator("notification_email")
     @classmethod
@@ -37,6 +40,36 @@ class ServiceSettings(BaseModel):
             )
         return value
 
+    @model_validator(mode="after")
+    def _defaults_within_limits(self) -> ServiceSettings:
+        """A deployment whose defaults break its own limits would refuse every job.json-less batch."""
+        defaults, limits = self.job_defaults, self.limits
+        checks = [
+            (
+                defaults.instance_type in limits.instance_types,
+                f"default_instance_type {defaults.instance_type} is not in {context_key('instance_types')}",
+            ),
+            (
+                defaults.max_runtime_seconds <= limits.max_runtime_seconds,
+                f"default_max_runtime_seconds {defaults.max_runtime_seconds} is over "
+                f"{context_key('max_runtime_seconds')} {limits.max_runtime_seconds}",
+            ),
+            (
+                defaults.max_train_steps <= limits.max_train_steps,
+                f"default_max_train_steps {defaults.max_train_steps} is over "
+                f"{context_key('max_train_steps')} {limits.max_train_steps}",
+            ),
+            (
+                defaults.min_images <= limits.max_images,
+                f"default_min_images {defaults.min_images} is over "
+                f"{context_key('max_images')} {limits.max_images}",
+            ),
+        ]
+        problems = [message for ok, message in checks if not ok]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
 
 def settings_from_context(context: dict[str, Any]) -> ServiceSettings:
     """Build settings from a flat context mapping; unknown ``default_*`` keys are errors, not ignored."""
@@ -45,17 +78,27 @@ def settings_from_context(context: dict[str, Any]) -> ServiceSettings:
         for key, value in context.items()
         if key.startswith(DEFAULTS_PREFIX)
     }
+    limits = {
+        key.removeprefix(LIMITS_PREFIX): value
+        for key, value in context.items()
+        if key.startswith(LIMITS_PREFIX)
+    }
+    if "max_images" in defaults:
+        raise ValueError(
+            f"invalid CDK context: default_max_images is now a limit: set {context_key('max_images')}"
+        )
     try:
         return ServiceSettings(
             notification_email=context.get("notification_email") or None,
             retain_data_on_delete=_as_bool(context.get("retain_data_on_delete", True)),
             training_retry_seconds=context.get("training_retry_seconds", 20),
             job_defaults=JobDefaults.model_validate(defaults),
+            limits=ServiceLimits.model_validate(limits),
         )
     except ValidationError as err:
+        prefix = {"JobDefaults": DEFAULTS_PREFIX, "ServiceLimits": LIMITS_PREFIX}.get(err.title, "")
         problems = "; ".join(
-            f"{DEFAULTS_PREFIX if err.title == 'JobDefaults' else ''}"
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+            f"{prefix}{'.'.join(str(p) for p in e['loc'])}: {e['msg'].removeprefix('Value error, ')}"
             for e in err.errors()
         )
         raise ValueError(f"invalid CDK context: {problems}") from None

@@ -40,6 +40,7 @@ class DreamBoothStack(Stack):
             training_role=self.training.execution_role,
             training_image_uri=self.training.image.image_uri,
             job_defaults=settings.job_defaults,
+            limits=settings.limits,
             retain_data_on_delete=settings.retain_data_on_delete,
             training_retry_seconds=settings.training_retry_seconds,
         )
@@ -68,8 +69,14 @@ class DreamBoothStack(Stack):
 
 
 # What a training job reads and writes, by key prefix (see lambdas/jobs/s3_layout.py).
-TRAINING_READS = (s3_layout.UPLOADS_ROOT, s3_layout.CLASS_IMAGES_ROOT, s3_layout.BASE_MODELS_ROOT)
-TRAINING_WRITES = (s3_layout.MODELS_ROOT, s3_layout.CLASS_IMAGES_ROOT, s3_layout.CHECKPOINTS_ROOT)
+# A job reads its run's frozen input, never the live upload folder.
+TRAINING_READS = (s3_layout.TRAINING_INPUT_ROOT, s3_layout.CLASS_IMAGES_ROOT, s3_layout.BASE_MODELS_ROOT)
+TRAINING_WRITES = (
+    s3_layout.MODELS_ROOT,
+    s3_layout.CLASS_IMAGES_ROOT,
+    s3_layout.CHECKPOINTS_ROOT,
+    s3_layout.SAGEMAKER_OUTPUT_ROOT,
+)
 
 
 def grant_training_data_access(bucket: s3.IBucket, role: iam.Role) -> None:

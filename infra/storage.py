@@ -8,6 +8,13 @@ from constructs import Construct
 
 from infra.nag import acknowledge
 from lambdas.jobs import s3_layout
+from lambdas.jobs.spec import MAX_RUNTIME_LIMIT_SECONDS
+from lambdas.jobs.training_request import SPOT_WAIT_FACTOR
+
+# A run's frozen input must outlive the longest run any limit allows (runtime plus spot wait), plus a day.
+TRAINING_INPUT_EXPIRY_DAYS = -(-MAX_RUNTIME_LIMIT_SECONDS * SPOT_WAIT_FACTOR // 86400) + 1
+# SageMaker's own model.tar.gz duplicates the model folder the trainer wrote: nobody needs it long.
+SAGEMAKER_OUTPUT_EXPIRY_DAYS = 7
 
 
 class Storage(Construct):
@@ -49,6 +56,13 @@ class Storage(Construct):
             lifecycle_rules=[
                 s3.LifecycleRule(abort_incomplete_multipart_upload_after=Duration.days(7)),
                 s3.LifecycleRule(prefix=s3_layout.CHECKPOINTS_ROOT, expiration=Duration.days(30)),
+                s3.LifecycleRule(
+                    prefix=s3_layout.TRAINING_INPUT_ROOT, expiration=Duration.days(TRAINING_INPUT_EXPIRY_DAYS)
+                ),
+                s3.LifecycleRule(
+                    prefix=s3_layout.SAGEMAKER_OUTPUT_ROOT,
+                    expiration=Duration.days(SAGEMAKER_OUTPUT_EXPIRY_DAYS),
+                ),
             ],
             removal_policy=removal,
         )

@@ -10,7 +10,8 @@
         │ any error (each step's Catch) ─▶ <Step>Failed ─▶ RecordFailure ─▶ NotifyFailure ─▶ RunFailed
 
 Every failure reaches RecordFailure (which records the run and writes the reason) and a notification
-before the execution fails; if even RecordFailure fails, a plain fallback message is published.
+before the execution fails; if even RecordFailure fails, a fallback message in the same documented JSON
+shape (``dreambooth.run-result/1``) is published, so subscribers that parse JSON never break.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from constructs import Construct
 
 from dreambooth_trainer.metrics import METRIC_DEFINITIONS
 from infra.nag import acknowledge
+from lambdas.jobs import failures, notification
 from lambdas.jobs.spec import MAX_RUNTIME_LIMIT_SECONDS
 from lambdas.jobs.training_request import SPOT_WAIT_FACTOR
 
@@ -87,8 +89,10 @@ class RunWorkflow(Construct):
         training_role: iam.IRole,
         training_image_uri: str,
         training_retry_seconds: int = 20,
+        instance_types: tuple[str, ...] = (),
     ) -> None:
         super().__init__(scope, construct_id)
+        self.instance_types = tuple(instance_types)
         stack = Stack.of(self)
         run_ref = {"job_name.$": "$.job_name", "run_id.$": "$.run_id"}
 
@@ -121,31 +125,50 @@ class RunWorkflow(Construct):
         run_failed = sfn.Fail(
             self, "RunFailed", error="DreamBoothRunFailed", cause="see the failure notification"
         )
+        # Built by the state machine itself (no Lambda left to trust): the documented failure shape.
+        fallback_message = sfn.Pass(
+            self,
+            "DescribeFailureFallback",
+            parameters={
+                "schema": notification.SCHEMA,
+                "status": notification.FAILED,
+                "job_name.$": "$.job_name",
+                "run_id.$": "$.run_id",
+                "training_job_name": None,
+                "model": None,
+                "failure": {
+                    "kind": failures.INTERNAL,
+                    "reason": "The run failed, and describing the failure failed as well.",
+                    "advice": [
+                        "See the execution's history in the Step Functions console.",
+                        failures.RETRY_HINT,
+                    ],
+                    "problems": [],
+                    "problem_count": 0,
+                },
+            },
+            result_path="$.fallback_payload",
+        )
         fallback = tasks.SnsPublish(
             self,
             "NotifyFailureFallback",
             topic=topic,
             subject="DreamBooth job failed",
             message=sfn.TaskInput.from_text(
-                sfn.JsonPath.format(
-                    "DreamBooth job {} (run {}) failed, and describing the failure failed as well. "
-                    "Execution state: {}",
-                    sfn.JsonPath.string_at("$.job_name"),
-                    sfn.JsonPath.string_at("$.run_id"),
-                    sfn.JsonPath.json_to_string(sfn.JsonPath.object_at("$")),
-                )
+                sfn.JsonPath.json_to_string(sfn.JsonPath.object_at("$.fallback_payload"))
             ),
             result_path=sfn.JsonPath.DISCARD,
         )
+        fallback_message.next(fallback)
         fallback.add_catch(run_failed, result_path="$.notify_error")
         fallback.next(run_failed)
         notify_failure = publish_notification("NotifyFailure")
-        notify_failure.add_catch(fallback, result_path="$.notify_error")
+        notify_failure.add_catch(fallback_message, result_path="$.notify_error")
         notify_failure.next(run_failed)
         record_failure = invoke(
             "RecordFailure", finish_run, {"outcome": "failed", "state.$": "$"}, "$.notification"
         )
-        record_failure.add_catch(fallback, result_path="$.finish_error")
+        record_failure.add_catch(fallback_message, result_path="$.finish_error")
         record_failure.next(notify_failure)
 
         def on_failure(task: sfn.TaskStateBase | sfn.CustomState, stage: str) -> None:
@@ -264,10 +287,24 @@ class RunWorkflow(Construct):
         """Exactly what createTrainingJob.sync needs (Step Functions' documented policy for it)."""
         role = self.state_machine.role
         training_jobs = stack.format_arn(service="sagemaker", resource="training-job", resource_name="*")
+        if self.instance_types:
+            # The deployment's instance allow-list, in IAM: no Lambda bug can create a job outside it.
+            # ForAllValues passes a request without the key, hence the Null condition beside it.
+            create_conditions = {
+                "ForAllValues:StringEquals": {"sagemaker:InstanceTypes": list(self.instance_types)},
+                "Null": {"sagemaker:InstanceTypes": "false"},
+            }
+            role.add_to_principal_policy(
+                iam.PolicyStatement(
+                    actions=["sagemaker:CreateTrainingJob"],
+                    resources=[training_jobs],
+                    conditions=create_conditions,
+                )
+            )
         role.add_to_principal_policy(
             iam.PolicyStatement(
                 actions=[
-                    "sagemaker:CreateTrainingJob",
+                    *([] if self.instance_types else ["sagemaker:CreateTrainingJob"]),
                     "sagemaker:DescribeTrainingJob",
                     "sagemaker:StopTrainingJob",
                     "sagemaker:AddTags",

@@ -1,4 +1,5 @@
-"""State machine step: validate the sealed batch (count, formats, sizes, headers, job.json)."""
+"""State machine step: validate the sealed batch file by file, skip and report what cannot be used,
+and freeze the accepted photos as the run's training input."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from aws_lambda_powertools.utilities.parser import event_parser
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from lambdas.handlers.events import RunRef
-from lambdas.pipeline.batch_checks import validate
+from lambdas.pipeline.batch_validation import validate
 from lambdas.pipeline.config import PipelineSettings
 from lambdas.pipeline.runs import record_validation
 
@@ -22,5 +23,7 @@ def handler(event: RunRef, context: LambdaContext) -> dict:
     result = record_validation(
         event.job_name, event.run_id, validate(event.job_name, event.run_id, settings), settings
     )
-    logger.info("batch validated", extra={k: result[k] for k in ("valid", "images", "problems", "notes")})
+    logger.info(
+        "batch validated", extra={k: result[k] for k in ("valid", "images", "problems", "skipped", "notes")}
+    )
     return result

@@ -15,6 +15,7 @@ from typing import Any
 
 # Failure kinds: stable strings that machine subscribers can switch on.
 INVALID_BATCH = "invalid_batch"
+INVALID_JOB_NAME = "invalid_job_name"
 QUOTA = "quota_exceeded"
 THROTTLED = "throttled"
 REJECTED = "request_rejected"
@@ -91,6 +92,12 @@ def explain_error(
         )
     if name == "States.Timeout":
         return Failure(TIMED_OUT, f"The {stage} step timed out.", (RETRY_HINT,))
+    if isinstance(parsed, dict) and parsed.get("errorType") == "InvalidJobName":
+        return Failure(
+            INVALID_JOB_NAME,
+            f"The upload folder cannot be used as a job: {_short(str(parsed.get('errorMessage')))}",
+            ("Nothing was trained. The photos in that folder stay where they are.",),
+        )
     if isinstance(parsed, dict) and "errorMessage" in parsed:
         kind = str(parsed.get("errorType") or name)
         return Failure(INTERNAL, f"The {stage} step failed: {kind}: {_short(str(parsed['errorMessage']))}")

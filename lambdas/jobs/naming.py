@@ -68,14 +68,33 @@ def training_job_name(job_name: str, run_id: str) -> str:
     return name
 
 
+MAX_JOB_NAME_BYTES = 200
+_RENAME = "upload the photos again under a folder with a plain name, e.g. uploads/my-dog/"
+
+
 def validate_job_name(job_name: str) -> str:
-    """Job names are S3 folder names: anything but empty, '/', control characters or very long."""
+    """Job names are S3 folder names: anything but empty, '.', '..', '/', control characters or very long.
+
+    The message says what to rename: it reaches the user in the run's failure notification.
+    """
+    shown = _shown(job_name)
     if not job_name or not job_name.strip():
-        raise ValueError("the job name is empty: name the upload folder, e.g. uploads/my-dog/")
+        raise ValueError(f"the upload folder name {shown} is empty or blank: {_RENAME}")
+    if job_name in {".", ".."}:
+        raise ValueError(f"the upload folder name {shown} is not a folder name: {_RENAME}")
     if "/" in job_name:
-        raise ValueError(f"the job name {job_name!r} contains '/': use one folder level under uploads/")
+        raise ValueError(f"the job name {shown} contains '/': use one folder level under uploads/")
     if any(unicodedata.category(ch) == "Cc" for ch in job_name):
-        raise ValueError(f"the job name {job_name!r} contains control characters")
-    if len(job_name.encode("utf-8")) > 200:
-        raise ValueError(f"the job name is {len(job_name.encode())} bytes long: keep it under 200")
+        raise ValueError(f"the upload folder name {shown} contains control characters: {_RENAME}")
+    size = len(job_name.encode("utf-8"))
+    if size > MAX_JOB_NAME_BYTES:
+        raise ValueError(
+            f"the upload folder name {shown} is {size} bytes long, over the {MAX_JOB_NAME_BYTES}-byte limit "
+            f"(models are stored under models/<folder name>/): {_RENAME}"
+        )
     return job_name
+
+
+def _shown(job_name: str) -> str:
+    text = ascii(job_name) if any(unicodedata.category(ch) == "Cc" for ch in job_name) else repr(job_name)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -17,6 +17,8 @@ from lambdas.jobs.model_files import ModelFiles
 SCHEMA = "dreambooth.run-result/1"
 SUCCEEDED, FAILED = "SUCCEEDED", "FAILED"
 SUBJECT_LIMIT = 99
+# Skipped and ignored files named in a notification (the run's batch.json lists them all).
+FILES_LISTED = 50
 # SNS gives every protocol not named in the message (sqs, lambda, http(s), email-json, ...) "default".
 
 
@@ -34,6 +36,12 @@ class RunFacts:
     instance_type: str | None = None
     use_spot: bool | None = None
     image_count: int | None = None
+    # Unusable files left out of the batch ({"file", "reason"}) and clutter ignored (names).
+    skipped: tuple[dict[str, str], ...] = ()
+    skipped_count: int = 0
+    ignored: tuple[str, ...] = ()
+    ignored_count: int = 0
+    input_listing: str | None = None
     total_seconds: int | None = None
     training_seconds: int | None = None
     billable_seconds: int | None = None
@@ -68,6 +76,7 @@ def success(facts: RunFacts, model: ModelFiles) -> Notification:
     )
     if not model.manifest_found:
         lines += ["", "Note: the trainer left no manifest.json; the files above are from the folder listing."]
+    lines += _left_out_lines(facts)
     lines += ["", _run_line(facts)]
     timing = _timing_line(facts)
     if timing:
@@ -108,6 +117,11 @@ def _payload(facts: RunFacts, status: str) -> dict[str, Any]:
             "instance_type": facts.instance_type,
             "spot": facts.use_spot,
             "images": facts.image_count,
+            "skipped": [dict(item) for item in facts.skipped],
+            "skipped_count": facts.skipped_count,
+            "ignored": list(facts.ignored),
+            "ignored_count": facts.ignored_count,
+            "input_listing": facts.input_listing,
         },
         "durations": {
             "total_seconds": facts.total_seconds,
@@ -115,6 +129,26 @@ def _payload(facts: RunFacts, status: str) -> dict[str, Any]:
             "billable_seconds": facts.billable_seconds,
         },
     }
+
+
+def _left_out_lines(facts: RunFacts) -> list[str]:
+    """The files the run did not train on, each with its reason: nothing is dropped silently."""
+    lines = []
+    if facts.skipped_count:
+        lines += ["", f"Skipped {facts.skipped_count} file(s) that cannot be used:"]
+        lines += [f"- {item['file']}: {item['reason']}" for item in facts.skipped]
+        if facts.skipped_count > len(facts.skipped):
+            lines.append(
+                f"- ... and {facts.skipped_count - len(facts.skipped)} more (see {facts.input_listing})"
+            )
+    if facts.ignored_count:
+        more = (
+            f" and {facts.ignored_count - len(facts.ignored)} more"
+            if facts.ignored_count > len(facts.ignored)
+            else ""
+        )
+        lines += ["", f"Ignored {facts.ignored_count} non-photo file(s): {', '.join(facts.ignored)}{more}"]
+    return lines
 
 
 def _run_line(facts: RunFacts) -> str:

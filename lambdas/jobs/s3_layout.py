@@ -17,8 +17,19 @@ CLASS_IMAGES_ROOT = "class-images/"
 CHECKPOINTS_ROOT = "checkpoints/"
 # Base models a user uploads (a diffusers folder or one .safetensors file), referenced by s3:// URI.
 BASE_MODELS_ROOT = "base-models/"
+# One run's frozen input: the accepted photos (and their captions), copied from the very bytes validation
+# decoded, and the lists of what was sealed and what was accepted. Expires (infra/storage.py).
+TRAINING_INPUT_ROOT = "training-input/"
+# SageMaker's own output (``<S3OutputPath>/<training job>/output/model.tar.gz``), kept apart from the model
+# folders users download. Expires (infra/storage.py).
+SAGEMAKER_OUTPUT_ROOT = "sagemaker-output/"
 
 JOB_SPEC_FILENAME = "job.json"
+SEALED_LISTING_FILENAME = "sealed.json"
+ACCEPTED_LISTING_FILENAME = "batch.json"
+TRAINING_IMAGES_FOLDER = "images"
+# S3's limit on a key, in UTF-8 bytes.
+MAX_KEY_BYTES = 1024
 MANIFEST_FILENAME = "manifest.json"
 SAMPLES_FOLDER = "samples"
 
@@ -29,6 +40,14 @@ IGNORED_UPLOAD_NAMES = frozenset({".ds_store", "thumbs.db", "desktop.ini"})
 def upload_prefix(job_name: str) -> str:
     """Where a user drops the photos of one job: ``uploads/<job>/``."""
     _require_segment(job_name, "job name")
+    return f"{UPLOADS_ROOT}{job_name}/"
+
+
+def upload_folder_text(job_name: str) -> str:
+    """``uploads/<job>/`` as the user typed it, even for a name :func:`upload_prefix` refuses.
+
+    For messages only (a notification must name the folder a user has to rename); never a key to read.
+    """
     return f"{UPLOADS_ROOT}{job_name}/"
 
 
@@ -53,6 +72,35 @@ def checkpoint_prefix(job_name: str, run_id: str) -> str:
     _require_segment(job_name, "job name")
     _require_segment(run_id, "run id")
     return f"{CHECKPOINTS_ROOT}{job_name}/{run_id}/"
+
+
+def training_input_prefix(job_name: str, run_id: str) -> str:
+    """One run's frozen input: ``training-input/<job>/<run>/``."""
+    _require_segment(job_name, "job name")
+    _require_segment(run_id, "run id")
+    return f"{TRAINING_INPUT_ROOT}{job_name}/{run_id}/"
+
+
+def training_images_prefix(job_name: str, run_id: str) -> str:
+    """The accepted photos of one run, exactly as validated: the training job's 'images' channel."""
+    return training_input_prefix(job_name, run_id) + TRAINING_IMAGES_FOLDER + "/"
+
+
+def sealed_listing_key(job_name: str, run_id: str) -> str:
+    """Every object under the upload folder when the batch was sealed (key, ETag, size)."""
+    return training_input_prefix(job_name, run_id) + SEALED_LISTING_FILENAME
+
+
+def accepted_listing_key(job_name: str, run_id: str) -> str:
+    """What validation accepted (key, ETag, size), skipped (with the reason) and ignored."""
+    return training_input_prefix(job_name, run_id) + ACCEPTED_LISTING_FILENAME
+
+
+def sagemaker_output_prefix(job_name: str, run_id: str) -> str:
+    """A run's S3OutputPath: SageMaker's model.tar.gz lands here, never inside the model folder."""
+    _require_segment(job_name, "job name")
+    _require_segment(run_id, "run id")
+    return f"{SAGEMAKER_OUTPUT_ROOT}{job_name}/{run_id}/"
 
 
 def class_images_prefix(class_prompt: str, base_model: str, resolution: int) -> str:
@@ -113,6 +161,20 @@ def parse_upload_key(key: str) -> UploadedObject | None:
     if not job_name or not sep:
         return None
     return UploadedObject(job_name=job_name, relative_path=relative)
+
+
+def unsafe_path_problem(relative_path: str) -> str | None:
+    """Why a key's relative part cannot name a file (``..``/``.``/empty segments), or None when it can.
+
+    S3 keys are plain text: ``uploads/x/../../y.jpg`` is a valid key. Such keys are data, never a path: the
+    batch skips them instead of copying them anywhere a container would write them to disk.
+    """
+    segments = relative_path.split("/")
+    if any(segment in {".", ".."} for segment in segments):
+        return "the key holds a '.' or '..' folder, which no file system can hold: rename the file or folder"
+    if any(not segment for segment in segments[:-1]) or relative_path.startswith("/"):
+        return "the key holds an empty folder name ('//'): rename the file or folder"
+    return None
 
 
 def _require_segment(value: str, what: str) -> None:

@@ -11,7 +11,7 @@ import json
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from dreambooth_trainer.hyperparameters import (
     HyperparameterError,
@@ -87,8 +87,10 @@ class JobDefaults(BaseModel):
     # After job.json commits a batch, wait this long without new uploads: `aws s3 cp --recursive` sends
     # job.json in parallel with the photos, and a photo that lands a moment later belongs to the batch.
     commit_settle_seconds: Annotated[int, Field(ge=0, le=3600)] = 5
+    # Fewer usable photos than this fail the batch (the most is a limit: lambdas/jobs/limits.py).
     min_images: Annotated[int, Field(ge=1)] = 3
-    max_images: Annotated[int, Field(ge=1)] = 200
+    # True: one unusable file fails the whole batch instead of being skipped and reported.
+    strict_images: bool = False
     # Trainer hyperparameters for every job of this deployment (e.g. {"resolution": 768} for SD 2);
     # a job.json's own "hyperparameters" win over them.
     hyperparameters: dict[str, HyperparameterValue] = Field(default_factory=dict)
@@ -112,12 +114,6 @@ class JobDefaults(BaseModel):
     max_image_bytes: Annotated[int, Field(ge=1024)] = 25 * 1024 * 1024
     min_image_side: Annotated[int, Field(ge=1)] = 64
 
-    @model_validator(mode="after")
-    def _image_bounds(self) -> JobDefaults:
-        if self.min_images > self.max_images:
-            raise ValueError(f"min_images ({self.min_images}) is larger than max_images ({self.max_images})")
-        return self
-
 
 class JobSpec(BaseModel):
     """What a user may put in ``job.json`` (every field optional: the defaults fill the gaps).
@@ -139,6 +135,10 @@ class JobSpec(BaseModel):
     with_prior_preservation: bool | None = None
     use_spot: bool | None = None
     max_runtime_seconds: Annotated[int, Field(ge=600, le=MAX_RUNTIME_LIMIT_SECONDS)] | None = None
+    strict_images: bool | None = Field(
+        default=None,
+        description="true: any unusable file fails the batch; false (default): it is skipped and reported.",
+    )
     hyperparameters: dict[str, HyperparameterValue] = Field(
         default_factory=dict,
         description="Any other trainer hyperparameter, passed through and checked against its schema.",
@@ -172,6 +172,7 @@ class ResolvedJob(BaseModel):
     with_prior_preservation: bool
     use_spot: bool
     max_runtime_seconds: int
+    strict_images: bool = False
     hyperparameters: dict[str, HyperparameterValue]
 
 
@@ -217,6 +218,7 @@ def resolve_job(job_name: str, spec: JobSpec, defaults: JobDefaults) -> Resolved
         with_prior_preservation=with_prior,
         use_spot=spec.use_spot if spec.use_spot is not None else defaults.use_spot,
         max_runtime_seconds=spec.max_runtime_seconds or defaults.max_runtime_seconds,
+        strict_images=spec.strict_images if spec.strict_images is not None else defaults.strict_images,
         hyperparameters={**defaults.hyperparameters, **spec.hyperparameters},
     )
 

@@ -37,7 +37,9 @@ def build_training_request(
 ) -> dict:
     """CreateTrainingJob fields for one run (PascalCase, as the API and the state machine spell them)."""
     name = naming.training_job_name(job.job_name, run_id)
-    channels = [_s3_channel(IMAGES_CHANNEL, s3_layout.s3_uri(bucket, s3_layout.upload_prefix(job.job_name)))]
+    # The photos validation accepted, copied from the bytes it decoded: never the live upload folder.
+    images = s3_layout.s3_uri(bucket, s3_layout.training_images_prefix(job.job_name, run_id))
+    channels = [_s3_channel(IMAGES_CHANNEL, images)]
     # Set exactly for prior-preservation runs (spec.training_hyperparameters): the folder the trainer shares
     # its generated class images to is the one this channel reads.
     shared_class_images = hyperparameters.class_images_output_s3_uri
@@ -53,7 +55,10 @@ def build_training_request(
         "TrainingJobName": name,
         "HyperParameters": hyperparameter_strings(hyperparameters),
         "InputDataConfig": channels,
-        "OutputDataConfig": {"S3OutputPath": model_output_s3_uri(bucket, job.job_name, run_id)},
+        # The trainer writes the model itself; SageMaker's model.tar.gz goes apart from it (and expires).
+        "OutputDataConfig": {
+            "S3OutputPath": s3_layout.s3_uri(bucket, s3_layout.sagemaker_output_prefix(job.job_name, run_id))
+        },
         "ResourceConfig": {
             "InstanceType": job.instance_type,
             "InstanceCount": 1,

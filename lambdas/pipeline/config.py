@@ -13,12 +13,15 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 
+from lambdas.jobs.limits import ServiceLimits
 from lambdas.jobs.spec import JobDefaults
 
 BUCKET_NAME = "BUCKET_NAME"
 JOBS_TABLE_NAME = "JOBS_TABLE_NAME"
 STATE_MACHINE_ARN = "STATE_MACHINE_ARN"
 JOB_DEFAULTS = "JOB_DEFAULTS"
+SERVICE_LIMITS = "SERVICE_LIMITS"
+TOPIC_ARN = "TOPIC_ARN"
 
 _FUNCTION_ENVIRONMENT: ContextVar[Mapping[str, str] | None] = ContextVar("function_environment", default=None)
 
@@ -45,6 +48,8 @@ class PipelineSettings:
     table_name: str
     defaults: JobDefaults
     state_machine_arn: str | None = None
+    limits: ServiceLimits = ServiceLimits()
+    topic_arn: str | None = None
 
     @classmethod
     def from_environment(cls, env: Mapping[str, str] | None = None) -> PipelineSettings:
@@ -57,4 +62,9 @@ class PipelineSettings:
             table_name=env[JOBS_TABLE_NAME],
             defaults=JobDefaults.model_validate_json(env[JOB_DEFAULTS]),
             state_machine_arn=env.get(STATE_MACHINE_ARN) or None,
+            # Absent only where a function needs no limits; the stack sets it for every function.
+            limits=ServiceLimits.model_validate_json(env[SERVICE_LIMITS])
+            if env.get(SERVICE_LIMITS)
+            else ServiceLimits(),
+            topic_arn=env.get(TOPIC_ARN) or None,
         )

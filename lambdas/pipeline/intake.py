@@ -53,10 +53,8 @@ def handle_object_created(bucket: str, raw_key: str, settings: PipelineSettings)
             return IntakeResult(
                 IGNORED, uploaded.job_name, detail=f"{uploaded.relative_path!r} is not a photo"
             )
-        try:
-            naming.validate_job_name(uploaded.job_name)
-        except ValueError as err:
-            return IntakeResult(IGNORED, uploaded.job_name, detail=str(err))
+        # A job name that cannot be used still opens a run: its CheckBatch fails it, once the batch is
+        # complete, with a notification that says what to rename (never a silent drop).
         head = _head_or_none(bucket, key)
         if head is not None:
             return record_upload(

@@ -24,6 +24,14 @@ def record_validation(job_name: str, run_id: str, report: BatchReport, settings:
         "valid": report.valid,
         "problems": [p.as_dict() for p in report.problems],
         "images": len(report.images),
+        # Bounded: the execution state stays far below Step Functions' 256 KB; batch.json has them all.
+        "skipped": [
+            {"file": p.file, "reason": p.problem} for p in report.skipped[: notification.FILES_LISTED]
+        ],
+        "skipped_count": len(report.skipped),
+        "ignored": list(report.ignored[: notification.FILES_LISTED]),
+        "ignored_count": len(report.ignored),
+        "input_listing": s3_layout.s3_uri(settings.bucket, s3_layout.accepted_listing_key(job_name, run_id)),
         "notes": list(report.notes),
         "job": report.job.model_dump() if report.job else None,
     }
@@ -87,33 +95,50 @@ def finish_succeeded(state: dict[str, Any], settings: PipelineSettings) -> dict[
 
 
 def finish_failed(state: dict[str, Any], settings: PipelineSettings) -> dict[str, str]:
-    job_name, run_id = state["job_name"], state["run_id"]
+    """Record the run as failed and describe why. Never raises for a state it cannot describe: the run
+    still ends ``failed`` and the notification is still the documented JSON, saying that much."""
+    job_name, run_id = str(state.get("job_name")), str(state.get("run_id"))
     table = JobsTable(settings.table_name)
     table.close_batch(job_name, run_id, now_ms())
-    validation = state.get("validation") or {}
-    request = state.get("request") or {}
-    job = validation.get("job") or {}
-    if validation and not validation.get("valid", True):
-        why = failures.invalid_batch(
-            s3_layout.s3_uri(settings.bucket, s3_layout.upload_prefix(job_name)),
-            validation.get("problems", []),
+    try:
+        why = _failure_of(state, settings)
+        described = None
+        if (state.get("request") or {}).get("TrainingJobName"):
+            described = _describe_or_none(state["request"]["TrainingJobName"])
+        message = notification.failure(_facts(state, settings, described), why)
+    except Exception as err:  # describing failed: say so in the same shape, not in a stack trace
+        why = failures.Failure(
+            failures.INTERNAL,
+            f"The run failed, and describing the failure failed as well ({type(err).__name__}).",
+            ("See the execution's history in the Step Functions console.", failures.RETRY_HINT),
         )
-    else:
-        why = failures.explain_error(
-            state.get("error"),
-            stage=state.get("failed_state") or "pipeline",
-            instance_type=(request.get("ResourceConfig") or {}).get("InstanceType")
-            or job.get("instance_type"),
-            use_spot=request.get("EnableManagedSpotTraining", job.get("use_spot")),
+        message = notification.failure(
+            notification.RunFacts(job_name, run_id, _uploads_uri(settings.bucket, job_name)), why
         )
-    described = None
-    if request.get("TrainingJobName"):
-        described = _describe_or_none(request["TrainingJobName"])
-    message = notification.failure(_facts(state, settings, described), why)
     table.record_run(
         job_name, run_id, batch_state.RUN_FAILED, now_ms(), details=message.payload, failure_kind=why.kind
     )
     return {"status": notification.FAILED, "subject": message.subject, "message": message.sns_message()}
+
+
+def _failure_of(state: dict[str, Any], settings: PipelineSettings) -> failures.Failure:
+    validation = state.get("validation") or {}
+    request = state.get("request") or {}
+    job = validation.get("job") or {}
+    if validation and not validation.get("valid", True):
+        return failures.invalid_batch(
+            _uploads_uri(settings.bucket, state["job_name"]), validation.get("problems", [])
+        )
+    return failures.explain_error(
+        state.get("error"),
+        stage=state.get("failed_state") or "pipeline",
+        instance_type=(request.get("ResourceConfig") or {}).get("InstanceType") or job.get("instance_type"),
+        use_spot=request.get("EnableManagedSpotTraining", job.get("use_spot")),
+    )
+
+
+def _uploads_uri(bucket: str, job_name: str) -> str:
+    return s3_layout.s3_uri(bucket, s3_layout.upload_folder_text(job_name))
 
 
 def _facts(
@@ -129,14 +154,19 @@ def _facts(
     return notification.RunFacts(
         job_name=job_name,
         run_id=run_id,
-        upload_prefix_uri=s3_layout.s3_uri(settings.bucket, s3_layout.upload_prefix(job_name)),
+        upload_prefix_uri=_uploads_uri(settings.bucket, job_name),
         training_job_name=request.get("TrainingJobName") or described.get("TrainingJobName"),
         prompt=job.get("instance_prompt"),
         training_method=job.get("training_method"),
         max_train_steps=job.get("max_train_steps"),
         instance_type=job.get("instance_type"),
         use_spot=job.get("use_spot"),
-        image_count=validation.get("images"),
+        image_count=validation.get("images") if validation.get("valid") else None,
+        skipped=tuple(validation.get("skipped") or ()),
+        skipped_count=validation.get("skipped_count") or 0,
+        ignored=tuple(validation.get("ignored") or ()),
+        ignored_count=validation.get("ignored_count") or 0,
+        input_listing=validation.get("input_listing"),
         total_seconds=(now_ms() - created) // 1000 if isinstance(created, int) else None,
         training_seconds=described.get("TrainingTimeInSeconds"),
         billable_seconds=described.get("BillableTimeInSeconds"),

@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
 from .errors import TrainingDataError
+from .image_files import DECODE_ERRORS, decode_failure, decode_image
 
 log = logging.getLogger(__name__)
 
@@ -65,10 +66,7 @@ def square_crop(
 
 
 def load_image(path: Path, resolution: int, center_crop: bool, rng: np.random.Generator) -> np.ndarray:
-    with Image.open(path) as image:
-        image.load()  # decode now: a truncated file fails here, not mid-training
-        image = ImageOps.exif_transpose(image)
-        return square_crop(to_rgb(image), resolution, center_crop, rng)
+    return square_crop(to_rgb(decode_image(path)), resolution, center_crop, rng)
 
 
 def _caption_for(path: Path) -> str | None:
@@ -103,10 +101,8 @@ def load_images(
     for path in _candidate_files(folders):
         try:
             pixels = load_image(path, resolution, center_crop, rng)
-        except UnidentifiedImageError:
-            reason = "not an image PIL can read"
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-            reason = f"cannot decode ({type(exc).__name__}: {exc})"
+        except DECODE_ERRORS as exc:
+            reason = decode_failure(exc)
         else:
             images.append(TrainingImage(path, pixels, _caption_for(path)))
             continue

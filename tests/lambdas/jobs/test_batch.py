@@ -1,34 +1,56 @@
+import json
+
 import pytest
 
-from lambdas.jobs.batch import BATCH, ListedObject, check_sizes, sort_batch, validate_batch
-from lambdas.jobs.image_headers import ImageHeader
+from lambdas.jobs.batch import (
+    BATCH,
+    ListedObject,
+    Problem,
+    accepted_listing_json,
+    check_sizes,
+    parse_sealed_listing,
+    sealed_listing_json,
+    sort_batch,
+    validate_batch,
+)
+from lambdas.jobs.limits import ServiceLimits
 from lambdas.jobs.spec import JobDefaults
 
 BUCKET = "data-bucket"
 OUTPUT = "s3://data-bucket/models/rex/20261124-101500-ab12/"
-DEFAULTS = JobDefaults(min_images=2, max_images=4, max_image_bytes=10_000, min_image_side=64)
-GOOD = ImageHeader("jpeg", 640, 480)
+DEFAULTS = JobDefaults(min_images=2, max_image_bytes=10_000, min_image_side=64)
+LIMITS = ServiceLimits(max_images=4)
 
 
 def listing(*keys_and_sizes):
-    return [ListedObject(key, size) for key, size in keys_and_sizes]
+    return [ListedObject(key, size, '"etag"') for key, size in keys_and_sizes]
 
 
-def judge(objects, headers, spec_text=None, defaults=DEFAULTS):
+def judge(objects, unusable=None, spec_text=None, defaults=DEFAULTS, limits=LIMITS):
+    """``unusable``: relative name -> reason, as the adapter's decode would report; the rest decode."""
+    unusable = unusable or {}
     contents = sort_batch("rex", objects)
-    readable, size_problems = check_sizes(contents, defaults)
+    readable, skipped = check_sizes(contents, defaults)
+    accepted = []
+    for obj in readable:
+        name = contents.relative(obj.key)
+        if name in unusable:
+            skipped.append(Problem(name, unusable[name]))
+        else:
+            accepted.append(name)
     return validate_batch(
         contents,
-        size_problems=size_problems,
-        headers={o.key: headers.get(o.key, GOOD) for o in readable},
+        accepted=accepted,
+        skipped=skipped,
         spec_text=spec_text,
         defaults=defaults,
+        limits=limits,
         model_output_s3_uri=OUTPUT,
         bucket=BUCKET,
     )
 
 
-def test_listing_is_sorted_into_images_captions_spec_and_clutter():
+def test_listing_is_sorted_into_images_captions_spec_clutter_and_refused_keys():
     contents = sort_batch(
         "rex",
         listing(
@@ -40,6 +62,9 @@ def test_listing_is_sorted_into_images_captions_spec_and_clutter():
             ("uploads/rex/sub/", 0),
             ("uploads/rex/sub/c.webp", 10),
             ("uploads/rex/sub/job.json", 5),
+            ("uploads/rex/../../../pwned/x.jpg", 10),
+            ("uploads/rex/a//b.jpg", 10),
+            ("uploads/rex/" + "n" * 256 + ".jpg", 10),
             ("uploads/rexy/other.jpg", 10),
         ),
     )
@@ -49,9 +74,18 @@ def test_listing_is_sorted_into_images_captions_spec_and_clutter():
         "uploads/rex/sub/c.webp",
         "uploads/rex/sub/job.json",
     ]
-    assert contents.captions == ("a.png.txt",)
+    assert [o.key for o in contents.captions] == ["uploads/rex/a.png.txt"]
     assert contents.spec.key == "uploads/rex/job.json"
     assert set(contents.ignored) == {".DS_Store", "sub/"}
+    refused = {p.file: p.problem for p in contents.refused}
+    assert "'..' folder" in refused["../../../pwned/x.jpg"]
+    assert "empty folder name" in refused["a//b.jpg"]
+    assert "260 bytes long" in refused["n" * 256 + ".jpg"]
+
+
+def test_the_sealed_listing_round_trips_with_etags():
+    objects = [ListedObject("uploads/rex/ä.jpg", 3, '"abc"')]
+    assert parse_sealed_listing(sealed_listing_json(objects).encode()) == objects
 
 
 def test_a_good_batch_resolves_its_job():
@@ -61,35 +95,93 @@ def test_a_good_batch_resolves_its_job():
     assert report.valid
     assert report.images == ("a.jpg", "b.jpg")
     assert report.job.instance_prompt == "a photo of sks dog"
+    assert report.job.strict_images is False
 
 
-def test_every_problem_is_reported_with_its_file():
+def test_unusable_files_are_skipped_and_named_and_the_rest_trains():
     objects = listing(
         ("uploads/rex/empty.jpg", 0),
         ("uploads/rex/huge.jpg", 20_000),
-        ("uploads/rex/notes.pdf", 100),
-        ("uploads/rex/tiny.png", 100),
-        ("uploads/rex/ok.jpg", 100),
+        ("uploads/rex/notes.png", 100),
+        ("uploads/rex/ok1.jpg", 100),
+        ("uploads/rex/ok2.jpg", 100),
+        ("uploads/rex/../x.jpg", 100),
+        ("uploads/rex/Thumbs.db", 100),
     )
-    headers = {
-        "uploads/rex/notes.pdf": "not a JPEG, PNG, WebP, GIF or BMP image (looks like text)",
-        "uploads/rex/tiny.png": ImageHeader("png", 32, 32),
-    }
-    report = judge(objects, headers, '{"training_method": "dreams"}')
+    report = judge(objects, {"notes.png": "not a JPEG, PNG, WebP, GIF or BMP image (looks like text)"})
+    assert report.valid
+    assert report.images == ("ok1.jpg", "ok2.jpg")
+    skipped = {p.file: p.problem for p in report.skipped}
+    assert set(skipped) == {"empty.jpg", "huge.jpg", "notes.png", "../x.jpg"}
+    assert "empty" in skipped["empty.jpg"]
+    assert "larger than the" in skipped["huge.jpg"]
+    assert "looks like text" in skipped["notes.png"]
+    assert report.ignored == ("Thumbs.db",)
+
+
+def test_too_few_usable_photos_fail_and_name_every_skipped_file():
+    objects = listing(("uploads/rex/ok.jpg", 100), ("uploads/rex/bad.jpg", 100))
+    report = judge(objects, {"bad.jpg": "cannot decode (OSError: image file is truncated)"})
     assert not report.valid
     by_file = {p.file: p.problem for p in report.problems}
-    assert "empty" in by_file["empty.jpg"]
-    assert "larger than the" in by_file["huge.jpg"]
-    assert "looks like text" in by_file["notes.pdf"]
-    assert "32x32 px is too small" in by_file["tiny.png"]
-    assert "1 usable image(s) under uploads/rex/; at least 2" in by_file[BATCH]
-    assert by_file["job.json"].startswith("job.json: training_method:")
-    assert "ok.jpg" not in by_file
+    assert "1 usable image(s) under uploads/rex/; at least 2 are needed (1 file(s) skipped" in by_file[BATCH]
+    assert "truncated" in by_file["bad.jpg"]
 
 
-def test_too_many_images_is_a_batch_problem():
+def test_strict_images_keeps_all_or_nothing():
+    objects = listing(*[(f"uploads/rex/{i}.jpg", 100) for i in range(3)])
+    report = judge(objects, {"2.jpg": "not an image PIL can read"}, '{"strict_images": true}')
+    assert not report.valid
+    by_file = {p.file: p.problem for p in report.problems}
+    assert '"strict_images": true' in by_file[BATCH]
+    assert by_file["2.jpg"] == "not an image PIL can read"
+    assert judge(objects, {"2.jpg": "not an image PIL can read"}).valid
+
+
+def test_a_wrong_job_json_fails_the_batch_with_its_fields():
+    objects = listing(("uploads/rex/a.jpg", 100), ("uploads/rex/b.jpg", 100))
+    report = judge(objects, {}, '{"training_method": "dreams"}')
+    assert [p.file for p in report.problems] == ["job.json"]
+    assert report.problems[0].problem.startswith("job.json: training_method:")
+
+
+def test_too_many_images_names_the_limit_and_its_context_key():
     objects = listing(*[(f"uploads/rex/{i}.jpg", 100) for i in range(5)])
-    assert [p.file for p in judge(objects, {}).problems] == [BATCH]
+    (problem,) = judge(objects).problems
+    assert problem.file == BATCH
+    assert "at most 4 per batch" in problem.problem and "'limit_max_images'" in problem.problem
+
+
+@pytest.mark.parametrize(
+    ("spec", "words"),
+    [
+        ({"instance_type": "ml.p5.48xlarge"}, ["ml.p5.48xlarge is not allowed", "'limit_instance_types'"]),
+        (
+            {"max_runtime_seconds": 28 * 24 * 3600},
+            ["2419200 is over", "limit of 14400", "'limit_max_runtime_seconds'"],
+        ),
+        ({"max_train_steps": 20_000}, ["max_train_steps 20000", "'limit_max_train_steps'"]),
+        (
+            {"hyperparameters": {"resolution": 2048}},
+            ["resolution 2048", "limit of 1024", "'limit_max_resolution'"],
+        ),
+    ],
+)
+def test_a_job_over_a_limit_fails_naming_the_limit_and_its_context_key(spec, words):
+    objects = listing(("uploads/rex/a.jpg", 100), ("uploads/rex/b.jpg", 100))
+    report = judge(objects, {}, json.dumps(spec))
+    assert not report.valid
+    (problem,) = report.problems
+    assert problem.file == "job.json"
+    for word in words:
+        assert word in problem.problem
+
+
+def test_limits_raised_by_the_operator_let_the_same_job_through():
+    objects = listing(("uploads/rex/a.jpg", 100), ("uploads/rex/b.jpg", 100))
+    raised = ServiceLimits(instance_types=("ml.p5.48xlarge",), max_runtime_seconds=28 * 24 * 3600)
+    spec = '{"instance_type": "ml.p5.48xlarge", "max_runtime_seconds": 2419200}'
+    assert judge(objects, {}, spec, limits=raised).valid
 
 
 def test_hyperparameter_overrides_are_checked_by_the_trainer_schema():
@@ -105,12 +197,35 @@ def test_hyperparameter_overrides_are_checked_by_the_trainer_schema():
         ("s3://data-bucket/base-models/sd15/", True),
         ("s3://data-bucket/uploads/x/model.safetensors", False),
         ("s3://other-bucket/base-models/sd15/", False),
+        ("s3://data-bucket/base-models/../uploads/x/", False),
         ("runwayml/stable-diffusion-v1-5", True),
+        ("../../etc", False),
+        ("/opt/ml/input/data/model", False),
+        ("./models/sd", False),
+        ("sd15", False),
     ],
 )
-def test_s3_base_models_must_be_where_training_jobs_may_read(base_model, ok):
+def test_base_model_is_a_hugging_face_id_or_a_folder_under_base_models(base_model, ok):
     objects = listing(("uploads/rex/a.jpg", 100), ("uploads/rex/b.jpg", 100))
-    report = judge(objects, {}, f'{{"base_model": "{base_model}"}}')
+    report = judge(objects, {}, json.dumps({"base_model": base_model}))
     assert report.valid is ok
     if not ok:
-        assert "s3://data-bucket/base-models/" in report.problems[0].problem
+        (problem,) = report.problems
+        assert problem.problem.startswith("job.json: base_model:")
+        assert "s3://data-bucket/base-models/" in problem.problem
+
+
+def test_the_accepted_listing_names_exactly_what_trains_with_etags():
+    objects = listing(("uploads/rex/a.jpg", 100), ("uploads/rex/b.jpg", 100), ("uploads/rex/c.jpg", 100))
+    objects.append(ListedObject("uploads/rex/a.jpg.txt", 5, '"cap"'))
+    contents = sort_batch("rex", objects)
+    report = judge(objects, {"c.jpg": "not an image PIL can read"})
+    written = json.loads(
+        accepted_listing_json(contents, report, training_images_uri="s3://b/training-input/x/")
+    )
+    assert written["accepted"] == [
+        {"key": "uploads/rex/a.jpg", "etag": '"etag"', "size": 100},
+        {"key": "uploads/rex/b.jpg", "etag": '"etag"', "size": 100},
+    ]
+    assert written["captions"] == [{"key": "uploads/rex/a.jpg.txt", "etag": '"cap"', "size": 5}]
+    assert written["skipped"] == [{"file": "c.jpg", "problem": "not an image PIL can read"}]

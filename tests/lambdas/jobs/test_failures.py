@@ -114,3 +114,17 @@ def test_invalid_batches_list_each_file():
 def test_huge_causes_are_cut_short():
     why = failures.explain_error({"Error": "States.Runtime", "Cause": "x" * 10_000}, stage="training")
     assert len(why.reason) < 2000
+
+
+def test_an_unusable_job_folder_name_says_what_to_rename():
+    cause = json.dumps(
+        {
+            "errorType": "InvalidJobName",
+            "errorMessage": "the upload folder name '..' is not a folder name: rename",
+        }
+    )
+    failure = failures.explain_error(
+        {"Error": "InvalidJobName", "Cause": cause}, stage="waiting for the batch"
+    )
+    assert failure.kind == failures.INVALID_JOB_NAME
+    assert "'..' is not a folder name: rename" in failure.reason

@@ -73,11 +73,22 @@ def test_run_ids_sort_by_time_and_are_validated():
 
 @pytest.mark.parametrize(
     ("job_name", "problem"),
-    [("", "empty"), ("   ", "empty"), ("a/b", "'/'"), ("a\x00b", "control"), ("é" * 150, "bytes long")],
+    [
+        ("", "empty"),
+        ("   ", "blank"),
+        (".", "not a folder name"),
+        ("..", "not a folder name"),
+        ("a/b", "'/'"),
+        ("a\x00b", "control"),
+        ("é" * 150, "300 bytes long, over the 200-byte limit"),
+    ],
 )
-def test_bad_job_names_are_explained(job_name, problem):
-    with pytest.raises(ValueError, match=problem):
+def test_bad_job_names_are_explained_with_what_to_rename(job_name, problem):
+    with pytest.raises(ValueError, match=problem) as raised:
         naming.validate_job_name(job_name)
+    assert "\x00" not in str(raised.value)  # control characters are shown escaped
+    if job_name and "/" not in job_name:
+        assert "upload the photos again under a folder with a plain name" in str(raised.value)
 
 
 def test_good_job_names_pass_validation_unchanged():

@@ -91,3 +91,29 @@ def test_unknown_timings_are_left_out_rather_than_guessed():
     facts = notification.RunFacts(job_name="rex", run_id="r", upload_prefix_uri="s3://b/uploads/rex/")
     text = notification.success(facts, MODEL).text
     assert "Took" not in text and "billed" not in text
+
+
+def test_skipped_and_ignored_files_are_named_in_the_mail_and_the_payload():
+    from dataclasses import replace
+
+    facts = replace(
+        FACTS,
+        skipped=({"file": "notes.png", "reason": "not an image PIL can read"},),
+        skipped_count=3,
+        ignored=(".DS_Store",),
+        ignored_count=1,
+        input_listing="s3://b/training-input/my dog/r/batch.json",
+    )
+    message = notification.success(facts, MODEL)
+    assert "Skipped 3 file(s) that cannot be used:\n- notes.png: not an image PIL can read" in message.text
+    assert "- ... and 2 more (see s3://b/training-input/my dog/r/batch.json)" in message.text
+    assert "Ignored 1 non-photo file(s): .DS_Store" in message.text
+    training = message.payload["training"]
+    assert training["images"] == 12
+    assert training["skipped"] == [{"file": "notes.png", "reason": "not an image PIL can read"}]
+    assert (training["skipped_count"], training["ignored"], training["ignored_count"]) == (
+        3,
+        [".DS_Store"],
+        1,
+    )
+    assert json.loads(json.loads(message.sns_message())["default"])["training"]["skipped_count"] == 3

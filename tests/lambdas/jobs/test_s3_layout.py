@@ -9,6 +9,27 @@ def test_prefixes_follow_the_documented_layout():
     assert s3_layout.model_prefix("rex", "20261124-101500-ab12") == "models/rex/20261124-101500-ab12/"
     assert s3_layout.samples_prefix("rex", "r1") == "models/rex/r1/samples/"
     assert s3_layout.checkpoint_prefix("rex", "r1") == "checkpoints/rex/r1/"
+    assert s3_layout.training_images_prefix("my dog", "r1") == "training-input/my dog/r1/images/"
+    assert s3_layout.sealed_listing_key("rex", "r1") == "training-input/rex/r1/sealed.json"
+    assert s3_layout.accepted_listing_key("rex", "r1") == "training-input/rex/r1/batch.json"
+    assert s3_layout.sagemaker_output_prefix("rex", "r1") == "sagemaker-output/rex/r1/"
+
+
+@pytest.mark.parametrize(
+    ("relative", "unsafe"),
+    [
+        ("a.jpg", False),
+        ("sub/a..b.jpg", False),
+        ("..", True),
+        ("../x.jpg", True),
+        ("sub/../../x.jpg", True),
+        ("./x.jpg", True),
+        ("a//b.jpg", True),
+        ("/x.jpg", True),
+    ],
+)
+def test_keys_with_dot_segments_are_data_never_a_path(relative, unsafe):
+    assert (s3_layout.unsafe_path_problem(relative) is not None) is unsafe
 
 
 @pytest.mark.parametrize("bad", ["", "a/b", ".", ".."])
@@ -17,6 +38,10 @@ def test_job_and_run_segments_cannot_escape_their_folder(bad):
         s3_layout.upload_prefix(bad)
     with pytest.raises(ValueError):
         s3_layout.model_prefix("rex", bad)
+    with pytest.raises(ValueError):
+        s3_layout.training_images_prefix(bad, "r1")
+    with pytest.raises(ValueError):
+        s3_layout.sagemaker_output_prefix(bad, "r1")
 
 
 def test_class_images_are_shared_by_what_determines_them():

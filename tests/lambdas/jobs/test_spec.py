@@ -74,9 +74,10 @@ def test_malformed_job_json_is_explained(raw, problem):
         parse_job_spec(raw)
 
 
-def test_defaults_reject_impossible_bounds():
-    with pytest.raises(ValueError, match="min_images"):
-        JobDefaults(min_images=10, max_images=5)
+def test_strict_images_is_off_by_default_and_a_job_json_switch():
+    assert resolve_job("rex", JobSpec(), JobDefaults()).strict_images is False
+    assert resolve_job("rex", parse_job_spec('{"strict_images": true}'), JobDefaults()).strict_images is True
+    assert resolve_job("rex", JobSpec(), JobDefaults(strict_images=True)).strict_images is True
 
 
 # --- mapping onto the trainer's hyperparameters ---

@@ -27,12 +27,15 @@ def channels(request):
     return {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in request["InputDataConfig"]}
 
 
-def test_the_request_trains_the_batch_prefix_and_writes_to_the_run_model_prefix():
+def test_the_request_trains_the_runs_frozen_input_and_writes_to_the_run_model_prefix():
     _, _, request = request_for()
     assert request["TrainingJobName"] == naming.training_job_name("my dog", RUN)
-    assert channels(request) == {"images": "s3://data-bucket/uploads/my dog/"}
+    assert channels(request) == {"images": f"s3://data-bucket/training-input/my dog/{RUN}/images/"}
     output = "s3://data-bucket/models/my dog/20261124-101500-ab12/"
     assert parse_hyperparameters(request["HyperParameters"]).model_output_s3_uri == output
+    # SageMaker's own model.tar.gz never lands in the model folder users download.
+    assert request["OutputDataConfig"] == {"S3OutputPath": f"s3://data-bucket/sagemaker-output/my dog/{RUN}/"}
+    assert not request["OutputDataConfig"]["S3OutputPath"].startswith(output)
     assert request["ResourceConfig"] == {
         "InstanceType": "ml.g4dn.xlarge",
         "InstanceCount": 1,

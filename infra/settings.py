@@ -98,7 +98,8 @@ def settings_from_context(context: dict[str, Any]) -> ServiceSettings:
     except ValidationError as err:
         prefix = {"JobDefaults": DEFAULTS_PREFIX, "ServiceLimits": LIMITS_PREFIX}.get(err.title, "")
         problems = "; ".join(
-            f"{prefix}{'.'.join(str(p) for p in e['loc'])}: {e['msg'].removeprefix('Value error, ')}"
+            (f"{prefix}{'.'.join(str(p) for p in e['loc'])}: " if e["loc"] else "")
+            + e["msg"].removeprefix("Value error, ")
             for e in err.errors()
         )
         raise ValueError(f"invalid CDK context: {problems}") from None

@@ -15,6 +15,7 @@ def test_asset_ships_the_lambdas_and_only_the_pure_trainer_modules():
     assert trainer == [
         "dreambooth_trainer/__init__.py",
         "dreambooth_trainer/hyperparameters.py",
+        "dreambooth_trainer/image_files.py",
         "dreambooth_trainer/metrics.py",
     ]
     assert not any("__pycache__" in name or not name.endswith(".py") for name in files)

@@ -130,26 +130,58 @@ def test_context_defaults_reach_the_lambdas():
 
 
 @pytest.mark.parametrize(
-    ("handler", "readable", "listable"),
+    ("handler", "readable", "listable", "writable"),
     [
-        ("upload_events", ["uploads/*"], ["uploads/*"]),
-        ("check_batch", ["uploads/*"], ["uploads/*"]),
-        ("validate_batch", ["uploads/*", "base-models/*"], ["uploads/*", "base-models/*"]),
-        ("build_training_request", [], ["class-images/*"]),
-        ("finish_run", ["models/*"], ["models/*"]),
+        ("upload_events", ["uploads/*"], ["uploads/*"], []),
+        ("check_batch", ["uploads/*"], ["uploads/*"], ["training-input/*"]),
+        (
+            "validate_batch",
+            ["uploads/*", "training-input/*", "base-models/*"],
+            ["uploads/*", "base-models/*"],
+            ["training-input/*"],
+        ),
+        ("build_training_request", [], ["class-images/*"], []),
+        ("finish_run", ["models/*"], ["models/*"], []),
     ],
 )
-def test_each_lambda_reads_only_its_prefixes_and_writes_no_objects(resources, handler, readable, listable):
+def test_each_lambda_reads_and_writes_only_its_prefixes(resources, handler, readable, listable, writable):
+    """No Lambda writes uploads or models; CheckBatch and Validate write only the run's frozen input."""
     _, function = functions_by_handler(resources)[f"lambdas.handlers.{handler}.handler"]
     statements = role_statements(resources, function["Properties"]["Role"]["Fn::GetAtt"][0])
     s3 = [s for s in statements if any(a.startswith("s3:") for a in actions(s))]
-    assert not any(a in {"s3:PutObject", "s3:DeleteObject", "s3:*"} for s in s3 for a in actions(s))
+    assert not any(a in {"s3:DeleteObject", "s3:*"} for s in s3 for a in actions(s))
     gets = json.dumps([s["Resource"] for s in s3 if "s3:GetObject" in actions(s)])
-    for prefix in ["uploads/*", "models/*", "base-models/*", "class-images/*", "checkpoints/*"]:
+    puts = json.dumps([s["Resource"] for s in s3 if "s3:PutObject" in actions(s)])
+    for prefix in [
+        "uploads/*",
+        "models/*",
+        "base-models/*",
+        "class-images/*",
+        "checkpoints/*",
+        "training-input/*",
+    ]:
         assert (f'"/{prefix}"' in gets) == (prefix in readable), prefix
+        assert (f'"/{prefix}"' in puts) == (prefix in writable), prefix
     lists = [s for s in s3 if "s3:ListBucket" in actions(s)]
     prefixes = sorted(p for s in lists for p in s["Condition"]["StringLike"]["s3:prefix"])
     assert prefixes == sorted(listable)
+
+
+def test_every_function_is_told_the_deployments_limits(resources):
+    from lambdas.jobs.limits import ServiceLimits
+    from lambdas.pipeline import config
+
+    for _, function in functions_by_handler(resources).values():
+        limits = ServiceLimits.model_validate_json(
+            function["Properties"]["Environment"]["Variables"][config.SERVICE_LIMITS]
+        )
+        assert limits == ServiceLimits()
+
+
+def test_validation_has_the_memory_to_decode_photos_in_full(resources):
+    _, function = functions_by_handler(resources)["lambdas.handlers.validate_batch.handler"]
+    assert function["Properties"]["MemorySize"] >= 2048
+    assert function["Properties"]["Timeout"] < 300  # the state machine's task timeout
 
 
 def test_lambda_roles_carry_no_managed_policies(resources):

@@ -38,3 +38,32 @@ def test_throttling_retry_interval_is_a_context_setting():
     assert settings_from_context({"training_retry_seconds": "3"}).training_retry_seconds == 3
     with pytest.raises(ValueError, match="training_retry_seconds"):
         settings_from_context({"training_retry_seconds": 0})
+
+
+def test_limits_are_context_keys_with_safe_defaults():
+    settings = settings_from_context({})
+    assert settings.limits.max_runtime_seconds == 4 * 3600 and settings.limits.max_resolution == 1024
+    raised = settings_from_context(
+        {"limit_max_runtime_seconds": "28800", "limit_instance_types": "ml.g4dn.xlarge,ml.p5.48xlarge"}
+    )
+    assert raised.limits.max_runtime_seconds == 28800
+    assert raised.limits.instance_types == ("ml.g4dn.xlarge", "ml.p5.48xlarge")
+    with pytest.raises(ValueError, match="limit_max_resolution"):
+        settings_from_context({"limit_max_resolution": "huge"})
+    with pytest.raises(ValueError, match="limit_colour"):
+        settings_from_context({"limit_colour": "red"})
+
+
+def test_defaults_outside_the_limits_stop_the_synth_naming_both_keys():
+    with pytest.raises(
+        ValueError, match="^invalid CDK context: default_instance_type ml.g4dn.xlarge is not in"
+    ):
+        settings_from_context({"limit_instance_types": "ml.g5.xlarge"})
+    with pytest.raises(
+        ValueError, match="default_max_runtime_seconds 28800 is over limit_max_runtime_seconds"
+    ):
+        settings_from_context({"default_max_runtime_seconds": 28800})
+    with pytest.raises(ValueError, match="default_min_images 10 is over limit_max_images 5"):
+        settings_from_context({"default_min_images": 10, "limit_max_images": 5})
+    with pytest.raises(ValueError, match="default_max_images is now a limit: set limit_max_images"):
+        settings_from_context({"default_max_images": 50})

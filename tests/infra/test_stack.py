@@ -78,14 +78,24 @@ def test_sagemaker_role_reads_inputs_and_writes_models_by_prefix_only(template):
     policies = template.find_resources("AWS::IAM::Policy", {"Properties": {"Roles": [{"Ref": role_id}]}})
     statements = [s for p in policies.values() for s in p["Properties"]["PolicyDocument"]["Statement"]]
     text = json.dumps(statements)
-    for prefix in ["uploads/*", "class-images/*", "base-models/*", "models/*", "checkpoints/*"]:
+    for prefix in [
+        "training-input/*",
+        "class-images/*",
+        "base-models/*",
+        "models/*",
+        "checkpoints/*",
+        "sagemaker-output/*",
+    ]:
         assert prefix in text
+    # A job reads the run's frozen input, never the live upload folder.
+    assert "uploads/*" not in text
     actions = {
         a for s in statements for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])
     }
     assert "s3:*" not in actions and not any(a.startswith("s3:") and a.endswith("*") for a in actions)
     writes = [s for s in statements if "s3:PutObject" in s["Action"]]
     assert writes and "uploads/*" not in json.dumps(writes), "training must never overwrite user uploads"
+    assert "training-input/*" not in json.dumps(writes), "training must never change its own input"
 
 
 def test_trainer_image_is_built_from_trainer_image_folder(stack_artifact):

@@ -138,17 +138,21 @@ def statements(resources, state_machine):
     ]
 
 
+def as_list(action):
+    return [action] if isinstance(action, str) else action
+
+
 def test_state_machine_has_exactly_the_iam_create_training_job_sync_needs(resources, state_machine):
     found = statements(resources, state_machine)
-    sagemaker = next(s for s in found if "sagemaker:CreateTrainingJob" in s["Action"])
-    assert sorted(sagemaker["Action"]) == [
+    sagemaker = [s for s in found if any(a.startswith("sagemaker:") for a in as_list(s["Action"]))]
+    assert sorted(a for s in sagemaker for a in as_list(s["Action"])) == [
         "sagemaker:AddTags",
         "sagemaker:CreateTrainingJob",
         "sagemaker:DescribeTrainingJob",
         "sagemaker:ListTags",
         "sagemaker:StopTrainingJob",
     ]
-    assert render(sagemaker["Resource"]).endswith(":training-job/*")
+    assert all(render(s["Resource"]).endswith(":training-job/*") for s in sagemaker)
     pass_role = next(s for s in found if s["Action"] == "iam:PassRole")
     assert pass_role["Resource"] == {"Fn::GetAtt": ["TrainingExecutionRole0CBEB7FB", "Arn"]}
     assert pass_role["Condition"] == {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}
@@ -156,3 +160,47 @@ def test_state_machine_has_exactly_the_iam_create_training_job_sync_needs(resour
     assert render(events["Resource"]).endswith(":rule/StepFunctionsGetEventsForSageMakerTrainingJobsRule")
     kms = next(s for s in found if "kms:GenerateDataKey" in s["Action"])
     assert kms["Resource"] == {"Fn::GetAtt": ["NotificationsTopicKey847416DA", "Arn"]}
+
+
+def test_training_jobs_can_be_created_only_on_the_allowed_instance_types(resources, state_machine):
+    from lambdas.jobs.limits import DEFAULT_INSTANCE_TYPES
+
+    found = statements(resources, state_machine)
+    (create,) = [s for s in found if "sagemaker:CreateTrainingJob" in as_list(s["Action"])]
+    assert as_list(create["Action"]) == ["sagemaker:CreateTrainingJob"]
+    assert create["Condition"] == {
+        "ForAllValues:StringEquals": {"sagemaker:InstanceTypes": list(DEFAULT_INSTANCE_TYPES)},
+        "Null": {"sagemaker:InstanceTypes": "false"},
+    }
+    assert "ml.p5.48xlarge" not in json.dumps(create)
+
+
+def test_the_instance_allow_list_in_iam_follows_the_limit_context_key():
+    from local_aws import synthesize
+
+    context = {
+        "limit_instance_types": "ml.g5.xlarge,ml.p4d.24xlarge",
+        "default_instance_type": "ml.g5.xlarge",
+    }
+    template = synthesize(context, stack_name="LimitCtx")
+    policies = [r for r in template["Resources"].values() if r["Type"] == "AWS::IAM::Policy"]
+    conditions = [
+        s["Condition"]
+        for p in policies
+        for s in p["Properties"]["PolicyDocument"]["Statement"]
+        if "sagemaker:CreateTrainingJob" in as_list(s["Action"])
+    ]
+    assert conditions == [
+        {
+            "ForAllValues:StringEquals": {"sagemaker:InstanceTypes": ["ml.g5.xlarge", "ml.p4d.24xlarge"]},
+            "Null": {"sagemaker:InstanceTypes": "false"},
+        }
+    ]
+
+
+def test_the_fallback_failure_message_is_the_documented_json(states):
+    payload = states["DescribeFailureFallback"]["Parameters"]
+    assert payload["schema"] == "dreambooth.run-result/1" and payload["status"] == "FAILED"
+    assert payload["job_name.$"] == "$.job_name" and payload["failure"]["kind"] == "internal_error"
+    message = states["NotifyFailureFallback"]["Parameters"]["Message.$"]
+    assert message == "States.JsonToString($.fallback_payload)"

@@ -118,8 +118,18 @@ def run_record(aws: LocalAws, job: str, run_id: str) -> dict:
 
 
 def requests_for(aws: LocalAws, job: str) -> list[TrainingJobRequest]:
-    prefix = s3_layout.s3_uri(aws.bucket, s3_layout.upload_prefix(job))
-    return [r for r in aws.training_job_requests() if r.channels.get("images") == prefix]
+    """The training jobs of ``job``: their images channel is one of its runs' frozen inputs."""
+    prefix = s3_layout.s3_uri(aws.bucket, f"{s3_layout.TRAINING_INPUT_ROOT}{job}/")
+    return [r for r in aws.training_job_requests() if r.channels.get("images", "").startswith(prefix)]
+
+
+def training_input(aws: LocalAws, job: TrainingJobRequest) -> dict[str, bytes]:
+    """What a training job's images channel holds: relative name -> bytes (what SageMaker would copy)."""
+    bucket, prefix = s3_layout.split_s3_uri(job.channels["images"])
+    s3 = aws.boto3_client("s3")
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    keys = [o["Key"] for page in pages for o in page.get("Contents", [])]
+    return {key.removeprefix(prefix): s3.get_object(Bucket=bucket, Key=key)["Body"].read() for key in keys}
 
 
 def states_entered(aws: LocalAws, execution_arn: str) -> list[str]:

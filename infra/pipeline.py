@@ -161,6 +161,7 @@ class Pipeline(Construct):
             training_image_uri=training_image_uri,
             training_retry_seconds=training_retry_seconds,
             instance_types=limits.instance_types,
+            table=self.table,
         )
         self.state_machine = self.workflow.state_machine
 

@@ -17,6 +17,7 @@ shape (``dreambooth.run-result/1``) is published, so subscribers that parse JSON
 from __future__ import annotations
 
 from aws_cdk import Aws, Duration, RemovalPolicy, Stack
+from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
@@ -28,7 +29,7 @@ from constructs import Construct
 
 from dreambooth_trainer.metrics import METRIC_DEFINITIONS
 from infra.nag import acknowledge
-from lambdas.jobs import failures, notification
+from lambdas.jobs import batch_state, failures, notification
 from lambdas.jobs.spec import MAX_RUNTIME_LIMIT_SECONDS
 from lambdas.jobs.training_request import SPOT_WAIT_FACTOR
 
@@ -90,6 +91,7 @@ class RunWorkflow(Construct):
         training_image_uri: str,
         training_retry_seconds: int = 20,
         instance_types: tuple[str, ...] = (),
+        table: dynamodb.ITable | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         self.instance_types = tuple(instance_types)
@@ -159,7 +161,11 @@ class RunWorkflow(Construct):
             ),
             result_path=sfn.JsonPath.DISCARD,
         )
-        fallback_message.next(fallback)
+        if table is None:
+            fallback_message.next(fallback)
+        else:
+            close = self._fallback_close_run(table, fallback)
+            fallback_message.next(close)
         fallback.add_catch(run_failed, result_path="$.notify_error")
         fallback.next(run_failed)
         notify_failure = publish_notification("NotifyFailure")
@@ -282,6 +288,54 @@ class RunWorkflow(Construct):
                 ),
             },
         )
+
+    def _fallback_close_run(self, table: dynamodb.ITable, then: sfn.IChainable) -> sfn.IChainable:
+        """Without a Lambda to trust: close the batch (later uploads open a new run) and mark the run
+        failed, so no run stays ``collecting``. Each update is conditional and best effort; the
+        notification follows either way."""
+        job_pk = {"S.$": f"States.Format('{batch_state.JOB_PREFIX}{{}}', $.job_name)"}
+
+        def update(
+            name: str, sort_key: dict, expression: str, condition: str, values: dict
+        ) -> tasks.CallAwsService:
+            task = tasks.CallAwsService(
+                self,
+                name,
+                service="dynamodb",
+                action="updateItem",
+                iam_resources=[table.table_arn],
+                parameters={
+                    "TableName": table.table_name,
+                    "Key": {"pk": job_pk, "sk": sort_key},
+                    "UpdateExpression": expression,
+                    "ConditionExpression": condition,
+                    "ExpressionAttributeValues": values,
+                },
+                result_path=sfn.JsonPath.DISCARD,
+            )
+            return task
+
+        close_batch = update(
+            "CloseBatchFallback",
+            {"S": batch_state.BATCH_SK},
+            "SET batch_state = :sealed",
+            "run_id = :run AND batch_state = :collecting",
+            {
+                ":sealed": {"S": batch_state.SEALED},
+                ":collecting": {"S": batch_state.COLLECTING},
+                ":run": {"S.$": "$.run_id"},
+            },
+        )
+        mark_failed = update(
+            "MarkRunFailedFallback",
+            {"S.$": f"States.Format('{batch_state.RUN_PREFIX}{{}}', $.run_id)"},
+            "SET run_state = :failed",
+            "attribute_exists(pk)",
+            {":failed": {"S": batch_state.RUN_FAILED}},
+        )
+        close_batch.add_catch(mark_failed, result_path="$.close_error")
+        mark_failed.add_catch(then, result_path="$.close_error")
+        return close_batch.next(mark_failed.next(then))
 
     def _grant_training(self, stack: Stack, training_role: iam.IRole) -> None:
         """Exactly what createTrainingJob.sync needs (Step Functions' documented policy for it)."""

@@ -17,6 +17,7 @@ import math
 from dataclasses import dataclass
 from datetime import datetime
 
+JOB_PREFIX = "JOB#"
 BATCH_SK = "BATCH"
 RUN_PREFIX = "RUN#"
 SEEN_PREFIX = "SEEN#"
@@ -38,7 +39,7 @@ SEEN_TTL_SECONDS = 30 * 24 * 3600
 
 
 def job_pk(job_name: str) -> str:
-    return f"JOB#{job_name}"
+    return f"{JOB_PREFIX}{job_name}"
 
 
 def run_sk(run_id: str) -> str:

@@ -204,3 +204,13 @@ def test_the_fallback_failure_message_is_the_documented_json(states):
     assert payload["job_name.$"] == "$.job_name" and payload["failure"]["kind"] == "internal_error"
     message = states["NotifyFailureFallback"]["Parameters"]["Message.$"]
     assert message == "States.JsonToString($.fallback_payload)"
+
+
+def test_the_fallback_closes_the_batch_and_fails_the_run_before_notifying(states):
+    assert states["DescribeFailureFallback"]["Next"] == "CloseBatchFallback"
+    close, mark = states["CloseBatchFallback"], states["MarkRunFailedFallback"]
+    assert close["Resource"].endswith(":states:::aws-sdk:dynamodb:updateItem")
+    assert close["Parameters"]["ConditionExpression"] == "run_id = :run AND batch_state = :collecting"
+    assert close["Next"] == "MarkRunFailedFallback" and close["Catch"][0]["Next"] == "MarkRunFailedFallback"
+    assert mark["Parameters"]["ExpressionAttributeValues"] == {":failed": {"S": "failed"}}
+    assert mark["Next"] == mark["Catch"][0]["Next"] == "NotifyFailureFallback"

@@ -214,3 +214,54 @@ def test_a_photo_overwritten_after_the_seal_is_not_trained_in_its_new_version(
     ]
     # The new version's event opened the next batch, which judges it on its own.
     assert len(aws.wait_for_runs("swapped", 2)) == 2
+
+
+def test_when_describing_a_failure_fails_the_notification_is_still_the_documented_json(
+    aws, subscriber, no_runner, monkeypatch
+):
+    import lambdas.pipeline.runs as runs
+
+    def broken(*args, **kwargs):
+        raise KeyError("something nobody expected")
+
+    monkeypatch.setattr(runs, "_failure_of", broken)
+    upload_all(aws, "undescribable", {**photos(3), "job.json": b'{"colour": "red"}'})
+    (execution,) = aws.wait_for_runs("undescribable")
+    assert execution["status"] == "FAILED"
+    payload = subscriber.messages("undescribable")[0]["payload"]
+    assert payload["schema"] == notification.SCHEMA and payload["status"] == "FAILED"
+    assert payload["failure"]["kind"] == failures.INTERNAL
+    assert payload["failure"]["reason"] == (
+        "The run failed, and describing the failure failed as well (KeyError)."
+    )
+    run_id = json.loads(execution["input"])["run_id"]
+    assert run_record(aws, "undescribable", run_id)["run_state"] == "failed"
+
+
+def test_when_the_failure_step_itself_fails_the_state_machine_publishes_the_documented_json(
+    aws, subscriber, no_runner, monkeypatch
+):
+    import lambdas.handlers.check_batch as check
+    import lambdas.handlers.finish_run as handler
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("table unavailable")
+
+    monkeypatch.setattr(check, "check_batch", broken)  # fails while the batch is still collecting
+    monkeypatch.setattr(handler, "finish_failed", broken)
+    upload_all(aws, "fallback", {**photos(3), "job.json": b"not json"})
+    (execution,) = aws.wait_for_runs("fallback")
+    assert execution["status"] == "FAILED"
+    (message,) = subscriber.messages("fallback")
+    payload = message["payload"]
+    assert payload["schema"] == notification.SCHEMA and payload["status"] == "FAILED"
+    assert payload["job_name"] == "fallback" and payload["run_id"] == json.loads(execution["input"])["run_id"]
+    assert payload["failure"]["kind"] == failures.INTERNAL
+    assert "table unavailable" not in message["Message"]  # no internals, no stack trace
+    # The state machine itself closed the batch and marked the run: nothing stays collecting.
+    from lambdas.pipeline.runs_table import JobsTable
+
+    run_id = payload["run_id"]
+    assert run_record(aws, "fallback", run_id)["run_state"] == "failed"
+    batch = JobsTable(aws.table_name, aws.boto3_client("dynamodb")).get_batch("fallback")
+    assert batch.run_id == run_id and not batch.collecting

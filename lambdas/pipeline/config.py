@@ -21,7 +21,6 @@ JOBS_TABLE_NAME = "JOBS_TABLE_NAME"
 STATE_MACHINE_ARN = "STATE_MACHINE_ARN"
 JOB_DEFAULTS = "JOB_DEFAULTS"
 SERVICE_LIMITS = "SERVICE_LIMITS"
-TOPIC_ARN = "TOPIC_ARN"
 
 _FUNCTION_ENVIRONMENT: ContextVar[Mapping[str, str] | None] = ContextVar("function_environment", default=None)
 
@@ -49,7 +48,6 @@ class PipelineSettings:
     defaults: JobDefaults
     state_machine_arn: str | None = None
     limits: ServiceLimits = ServiceLimits()
-    topic_arn: str | None = None
 
     @classmethod
     def from_environment(cls, env: Mapping[str, str] | None = None) -> PipelineSettings:
@@ -66,5 +64,4 @@ class PipelineSettings:
             limits=ServiceLimits.model_validate_json(env[SERVICE_LIMITS])
             if env.get(SERVICE_LIMITS)
             else ServiceLimits(),
-            topic_arn=env.get(TOPIC_ARN) or None,
         )

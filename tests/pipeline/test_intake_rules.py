@@ -249,7 +249,9 @@ def test_when_the_failure_step_itself_fails_the_state_machine_publishes_the_docu
 
     monkeypatch.setattr(check, "check_batch", broken)  # fails while the batch is still collecting
     monkeypatch.setattr(handler, "finish_failed", broken)
-    upload_all(aws, "fallback", {**photos(3), "job.json": b"not json"})
+    # One upload: a run that fails before its seal closes the batch, so further uploads would each open
+    # (and fail) a run of their own.
+    upload(aws, "fallback", "a.jpg", jpeg(1))
     (execution,) = aws.wait_for_runs("fallback")
     assert execution["status"] == "FAILED"
     (message,) = subscriber.messages("fallback")

@@ -14,11 +14,13 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 
 from lambdas.jobs.spec import JobDefaults
+from lambdas.jobs.training_slots import QueueSettings
 
 BUCKET_NAME = "BUCKET_NAME"
 JOBS_TABLE_NAME = "JOBS_TABLE_NAME"
 STATE_MACHINE_ARN = "STATE_MACHINE_ARN"
 JOB_DEFAULTS = "JOB_DEFAULTS"
+TRAINING_QUEUE = "TRAINING_QUEUE"
 
 _FUNCTION_ENVIRONMENT: ContextVar[Mapping[str, str] | None] = ContextVar("function_environment", default=None)
 
@@ -45,6 +47,7 @@ class PipelineSettings:
     table_name: str
     defaults: JobDefaults
     state_machine_arn: str | None = None
+    queue: QueueSettings = QueueSettings()
 
     @classmethod
     def from_environment(cls, env: Mapping[str, str] | None = None) -> PipelineSettings:
@@ -57,4 +60,7 @@ class PipelineSettings:
             table_name=env[JOBS_TABLE_NAME],
             defaults=JobDefaults.model_validate_json(env[JOB_DEFAULTS]),
             state_machine_arn=env.get(STATE_MACHINE_ARN) or None,
+            queue=QueueSettings.model_validate_json(env[TRAINING_QUEUE])
+            if env.get(TRAINING_QUEUE)
+            else QueueSettings(),
         )

@@ -14,6 +14,7 @@ from lambdas.pipeline.aws import client, error_code
 from lambdas.pipeline.batch_checks import list_objects, list_objects_page
 from lambdas.pipeline.config import PipelineSettings
 from lambdas.pipeline.intake import now_ms
+from lambdas.pipeline.queue import release_slot
 from lambdas.pipeline.runs_table import JobsTable
 
 
@@ -61,6 +62,7 @@ def training_request(job_name: str, run_id: str, job: dict[str, Any], settings: 
 
 def finish_succeeded(state: dict[str, Any], settings: PipelineSettings) -> dict[str, str]:
     job_name, run_id = state["job_name"], state["run_id"]
+    release_slot(job_name, run_id, state.get("slot"), settings)
     training_job_name = (state.get("training") or {}).get("TrainingJobName") or naming.training_job_name(
         job_name, run_id
     )
@@ -88,6 +90,7 @@ def finish_succeeded(state: dict[str, Any], settings: PipelineSettings) -> dict[
 
 def finish_failed(state: dict[str, Any], settings: PipelineSettings) -> dict[str, str]:
     job_name, run_id = state["job_name"], state["run_id"]
+    release_slot(job_name, run_id, state.get("slot"), settings)
     table = JobsTable(settings.table_name)
     table.close_batch(job_name, run_id, now_ms())
     validation = state.get("validation") or {}
@@ -140,6 +143,7 @@ def _facts(
         total_seconds=(now_ms() - created) // 1000 if isinstance(created, int) else None,
         training_seconds=described.get("TrainingTimeInSeconds"),
         billable_seconds=described.get("BillableTimeInSeconds"),
+        queued_seconds=run.get("queued_seconds"),
     )
 
 

@@ -38,3 +38,16 @@ def test_throttling_retry_interval_is_a_context_setting():
     assert settings_from_context({"training_retry_seconds": "3"}).training_retry_seconds == 3
     with pytest.raises(ValueError, match="training_retry_seconds"):
         settings_from_context({"training_retry_seconds": 0})
+
+
+def test_the_training_queue_is_set_by_its_own_context_keys():
+    queue = settings_from_context({}).training_queue
+    assert (queue.max_concurrent_training_jobs, queue.poll_seconds) == (2, 60)
+    queue = settings_from_context(
+        {"max_concurrent_training_jobs": "4", "training_slot_poll_seconds": 30, "quota_retry_attempts": 0}
+    ).training_queue
+    assert (queue.max_concurrent_training_jobs, queue.poll_seconds, queue.quota_retry_attempts) == (4, 30, 0)
+    with pytest.raises(ValueError, match="max_concurrent_training_jobs"):
+        settings_from_context({"max_concurrent_training_jobs": 0})
+    with pytest.raises(ValueError, match="training_slot_poll_seconds"):
+        settings_from_context({"training_slot_poll_seconds": -1})

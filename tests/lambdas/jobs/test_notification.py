@@ -17,6 +17,7 @@ FACTS = notification.RunFacts(
     total_seconds=2700,
     training_seconds=2100,
     billable_seconds=700,
+    queued_seconds=125,
 )
 PREFIX = "s3://b/models/my dog/20261124-101500-ab12/"
 MODEL = describe_model_files(
@@ -31,8 +32,8 @@ def test_success_mail_names_the_model_prefix_prompt_and_costs():
     assert f"Model:      {PREFIX}" in message.text
     assert "Prompt:     a photo of sks dog" in message.text
     assert (
-        "Took 45 min 0 s from first upload to now; trained 35 min 0 s; billed 11 min 40 s (spot saved 67%)."
-        in message.text
+        "Took 45 min 0 s from first upload to now; waited 2 min 5 s for a training slot; trained 35 min 0 s; "
+        "billed 11 min 40 s (spot saved 67%)." in message.text
     )
     assert f'aws s3 sync "{PREFIX}" "./my-dog"' in message.text
 
@@ -43,7 +44,12 @@ def test_success_payload_is_structured_for_machines():
     assert payload["status"] == "SUCCEEDED"
     assert payload["model"]["s3_prefix"] == PREFIX
     assert payload["model"]["diffusers_folder"] == PREFIX
-    assert payload["durations"] == {"total_seconds": 2700, "training_seconds": 2100, "billable_seconds": 700}
+    assert payload["durations"] == {
+        "total_seconds": 2700,
+        "training_seconds": 2100,
+        "billable_seconds": 700,
+        "queued_seconds": 125,
+    }
     assert payload["failure"] is None
 
 

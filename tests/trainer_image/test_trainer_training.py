@@ -209,10 +209,15 @@ def test_resume_from_checkpoint_matches_an_uninterrupted_run(new_job, caplog) ->
     settings = {"max_train_steps": "6", "save_steps": "4", "output_dtype": "fp32", "center_crop": "false"}
     uninterrupted = new_job(settings)
     assert uninterrupted.run() == 0
-    assert [p.name for p in uninterrupted.checkpoints_dir.iterdir()] == ["step-00000004"]
+    # The periodic checkpoint and the one after the last step, both kept.
+    assert sorted(p.name for p in uninterrupted.checkpoints_dir.iterdir()) == [
+        "step-00000004",
+        "step-00000006",
+    ]
 
     resumed = new_job(settings)
-    shutil.copytree(uninterrupted.checkpoints_dir, resumed.checkpoints_dir)  # what SageMaker restores
+    step_4 = uninterrupted.checkpoints_dir / "step-00000004"
+    shutil.copytree(step_4, resumed.checkpoints_dir / step_4.name)  # what SageMaker restores after a reclaim
     with caplog.at_level(logging.INFO):
         assert resumed.run() == 0
     assert "at step 4 of 6" in caplog.text
@@ -233,7 +238,8 @@ def test_checkpoint_from_other_settings_is_refused(new_job) -> None:
 
 
 def test_sigterm_saves_a_checkpoint_fails_honestly_and_the_restart_resumes(new_job, caplog) -> None:
-    job = new_job({"max_train_steps": "100000", "logging_steps": "1", "training_method": "lora"})
+    settings = {"training_method": "lora", "save_steps": "0", "sigterm_save_min_steps": "1"}
+    job = new_job({**settings, "max_train_steps": "100000", "logging_steps": "1"})
     env = {**os.environ, "SAGEMAKER_BASE_DIR": str(job.base), "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen(
         [sys.executable, "-m", "dreambooth_trainer", "train"],
@@ -259,7 +265,7 @@ def test_sigterm_saves_a_checkpoint_fails_honestly_and_the_restart_resumes(new_j
     assert stopped_at >= 1 and not (job.model_dir / "pytorch_lora_weights.safetensors").exists()
 
     # The restarted job (same checkpoints) continues from there and finishes.
-    job.write_hyperparameters({"max_train_steps": str(stopped_at + 2), "training_method": "lora"})
+    job.write_hyperparameters({**settings, "max_train_steps": str(stopped_at + 2)})
     with caplog.at_level(logging.INFO):
         assert job.run() == 0
     assert f"at step {stopped_at} of {stopped_at + 2}" in caplog.text

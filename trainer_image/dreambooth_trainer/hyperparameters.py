@@ -115,7 +115,18 @@ class TrainingHyperparameters(BaseModel):
     num_threads: int | None = Field(None, ge=1, description="CPU threads for torch")
 
     # --- Checkpoints, logs, output ---
-    save_steps: int = Field(500, ge=0, description="Checkpoint interval for spot resume; 0: only on SIGTERM")
+    save_steps: int | None = Field(
+        None,
+        ge=0,
+        description="Checkpoint interval for spot resume (also saved after the last step); default: a quarter"
+        " of max_train_steps; 0: no checkpoints except on SIGTERM",
+    )
+    sigterm_save_min_steps: int = Field(
+        10,
+        ge=1,
+        description="On SIGTERM, save only if the newest checkpoint is at least this many steps old (and the"
+        " save fits SageMaker's 120 s window); otherwise exit and resume from the newest checkpoint",
+    )
     save_use_epochs: bool = Field(False, description="Count save_steps in epochs instead of steps")
     logging_steps: int = Field(10, ge=1, description="Steps per metrics log line")
     output_dtype: Literal["fp16", "bf16", "fp32"] = Field("fp16", description="Precision of exported weights")

@@ -122,7 +122,7 @@ def test_lora_exports_a_file_that_load_lora_weights_loads(new_job, tiny_model) -
     assert (unet_after - unet_before).abs().max() > 1e-4
 
 
-def test_prior_preservation_generates_exactly_the_missing_class_images(new_job, caplog) -> None:
+def test_prior_preservation_generates_exactly_the_missing_class_images(new_job, caplog, capsys) -> None:
     job = new_job(
         {
             "with_prior_preservation": "true",
@@ -143,6 +143,13 @@ def test_prior_preservation_generates_exactly_the_missing_class_images(new_job, 
     assert "class images: 2 usable found, 5 wanted, 3 to generate" in caplog.text
     assert "class images=5" in caplog.text  # the loop trains on all of them
     assert json.loads((job.model_dir / "dreambooth.json").read_text())["class_images"] == 5
+    # The loop weighs the class-image loss with prior_loss_weight (0.5): loss = instance + 0.5 * prior.
+    metrics = _metric_lines(capsys.readouterr().out)
+    assert metrics and all(m["train:prior_loss"] > 0 for m in metrics)
+    for m in metrics:
+        assert m["train:loss"] == pytest.approx(
+            m["train:instance_loss"] + 0.5 * m["train:prior_loss"], abs=2e-6
+        )
 
     # A restarted job (same checkpoints folder) finds them and generates none.
     caplog.clear()

@@ -108,7 +108,9 @@ class TrainingHyperparameters(BaseModel):
     gradient_checkpointing: bool = Field(False, description="Trade compute for activation memory")
     use_8bit_adam: bool = Field(False, description="bitsandbytes 8-bit AdamW")
     attention: Literal["sdpa", "xformers"] = Field(
-        "sdpa", description="sdpa (PyTorch, default) or xformers when installed and on CUDA"
+        "sdpa",
+        description="sdpa (PyTorch, default) or xformers (only when asked for, installed and on CUDA;"
+        " falls back to sdpa if it fails to switch on)",
     )
     not_cache_latents: bool = Field(False, description="Encode images every step instead of once")
     auto_vram_presets: bool = Field(True, description="Adjust memory settings to the detected GPU")

@@ -20,7 +20,7 @@ from .data import TrainingImage, load_images, require_images
 from .errors import BaseModelError, TrainingDataError
 from .export import TRAINING_RECORD, export_model
 from .hyperparameters import HyperparameterError, TrainingHyperparameters
-from .loop import HALF, LoopResult, train
+from .loop import HALF, LoopResult, check_prediction_type, train
 from .model_loading import ModelParts, load_model_parts, resolve_base_model
 from .s3_upload import MANIFEST_NAME, upload_class_images, upload_model_folder
 from .sagemaker_contract import SageMakerPaths, StopSignal, job_name
@@ -177,6 +177,7 @@ def run_job(
     stop.phase = "loading the base model"
     parts = load_model_parts(resolve_base_model(hp, paths))
     check_resolution(hp, parts)
+    check_prediction_type(parts.noise_scheduler.config.prediction_type)
     check_single_file_export(hp, parts)
     class_images: list[TrainingImage] = []
     generated: list[Path] = []

@@ -68,6 +68,8 @@ def success(facts: RunFacts, model: ModelFiles) -> Notification:
             ("Prompt", facts.prompt),
         ]
     )
+    if not model.complete:
+        lines += ["", "Warning: the upload is not marked complete (no _SUCCESS): some files may be missing."]
     if not model.manifest_found:
         lines += ["", "Note: the trainer left no manifest.json; the files above are from the folder listing."]
     lines += ["", _run_line(facts)]

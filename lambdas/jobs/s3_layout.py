@@ -20,6 +20,8 @@ BASE_MODELS_ROOT = "base-models/"
 
 JOB_SPEC_FILENAME = "job.json"
 MANIFEST_FILENAME = "manifest.json"
+# Written by the trainer after every model file and the manifest: only then is a model complete.
+SUCCESS_MARKER_FILENAME = "_SUCCESS"
 SAMPLES_FOLDER = "samples"
 
 # Files that desktop tools drop next to photos; never part of a batch.

@@ -74,7 +74,8 @@ def finish_succeeded(state: dict[str, Any], settings: PipelineSettings) -> dict[
     listed = None
     if manifest is None:
         listed = [o["Key"].removeprefix(prefix) for o in list_objects(bucket, prefix)]
-    model = describe_model_files(prefix_uri, manifest, listed)
+    complete = _read_or_none(bucket, prefix + s3_layout.SUCCESS_MARKER_FILENAME) is not None
+    model = describe_model_files(prefix_uri, manifest, listed, complete=complete)
     facts = _facts(state, settings, described)
     message = notification.success(facts, model)
     JobsTable(settings.table_name).record_run(

@@ -68,6 +68,7 @@ def test_photos_become_a_model_and_the_notification_names_the_prefix_the_trainer
     assert payload["model"]["s3_prefix"] == request.model_output_s3_uri
     assert payload["model"]["diffusers_folder"] == model_prefix
     assert payload["model"]["samples"] == [model_prefix + "samples/0.png"]
+    assert payload["model"]["complete"] is True  # the runner wrote _SUCCESS last, as the trainer does
     assert payload["prompt"] == "a photo of sks person"
     assert payload["training"]["images"] == 3
     assert payload["durations"]["billable_seconds"] == 400

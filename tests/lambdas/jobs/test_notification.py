@@ -23,6 +23,7 @@ PREFIX = "s3://b/models/my dog/20261124-101500-ab12/"
 MODEL = describe_model_files(
     PREFIX,
     {"files": [{"key": "model_index.json"}, {"key": "unet/w.safetensors"}, {"key": "samples/0.png"}]},
+    complete=True,
 )
 
 
@@ -36,6 +37,15 @@ def test_success_mail_names_the_model_prefix_prompt_and_costs():
         "billed 11 min 40 s (spot saved 67%)." in message.text
     )
     assert f'aws s3 sync "{PREFIX}" "./my-dog"' in message.text
+    assert "not marked complete" not in message.text
+
+
+def test_a_model_without_the_success_marker_is_reported_incomplete():
+    incomplete = describe_model_files(PREFIX, {"files": [{"key": "model_index.json"}]}, complete=False)
+    message = notification.success(FACTS, incomplete)
+    assert "Warning: the upload is not marked complete (no _SUCCESS)" in message.text
+    assert message.payload["model"]["complete"] is False
+    assert notification.success(FACTS, MODEL).payload["model"]["complete"] is True
 
 
 def test_success_payload_is_structured_for_machines():

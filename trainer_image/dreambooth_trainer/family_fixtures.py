@@ -1,6 +1,6 @@
 """Tiny random-weight SDXL, FLUX.1 and Z-Image pipelines with locally generated tokenizers (no Hub).
 
-Each is a diffusers folder shaped like the real family (same classes, same component layout, model_index.json),
+Each is a diffusers folder shaped like the real family (same classes, component layout, model_index.json),
 small enough to train a few LoRA steps at 64 px on one CPU thread. Usage:
 `python -m dreambooth_trainer.family_fixtures OUT_DIR [sdxl flux zimage]` writes OUT_DIR/tiny-<family>.
 """
@@ -21,7 +21,7 @@ QWEN_CHAT_TEMPLATE = (
 
 
 def build_t5_tokenizer(folder: Path, model_max_length: int = 512) -> Any:
-    """A character-level Unigram tokenizer with T5's specials (<pad>=0, </s>=1, <unk>=2), as T5TokenizerFast."""
+    """A character-level Unigram tokenizer with T5's specials (<pad>=0, </s>=1, <unk>=2): T5TokenizerFast."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
     from transformers import T5TokenizerFast
 
@@ -47,7 +47,7 @@ def build_t5_tokenizer(folder: Path, model_max_length: int = 512) -> Any:
 
 
 def build_qwen_tokenizer(folder: Path, model_max_length: int = 512) -> Any:
-    """A byte-level BPE tokenizer (256 byte symbols, no merges) with Qwen's chat specials and chat template."""
+    """A byte-level BPE tokenizer (256 byte symbols, no merges), Qwen's chat specials and template."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import Qwen2TokenizerFast
 

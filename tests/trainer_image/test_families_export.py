@@ -4,8 +4,6 @@ trained adapter's in memory (rank 4 with alpha 8, so a lost alpha shows), and th
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch

@@ -3,6 +3,7 @@ and it refuses what the families do not train."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -11,8 +12,18 @@ from peft.utils import get_peft_model_state_dict
 
 from dreambooth_trainer.data import load_images
 from dreambooth_trainer.families import get_family
-from dreambooth_trainer.families.training import check_family_job, resolution_multiple, train_family
-from dreambooth_trainer.hyperparameters import HyperparameterError, TrainingHyperparameters
+from dreambooth_trainer.families.training import (
+    apply_family_defaults,
+    check_family_job,
+    check_precision,
+    resolution_multiple,
+    train_family,
+)
+from dreambooth_trainer.hyperparameters import (
+    HyperparameterError,
+    TrainingHyperparameters,
+    parse_hyperparameters,
+)
 from dreambooth_trainer.loop import train
 from dreambooth_trainer.model_loading import BaseModelSource, load_model_parts
 
@@ -70,3 +81,44 @@ def test_what_families_do_not_train_is_refused(tiny_family_model, change: dict, 
         check_family_job(
             model, TrainingHyperparameters(**{**SETTINGS, "resolution": 64}).model_copy(update=change)
         )
+
+
+def test_family_defaults_fill_only_what_the_job_left_out() -> None:
+    hp = parse_hyperparameters({"instance_prompt": "a photo of sks dog", "learning_rate": "3e-4"})
+    updated, lines = apply_family_defaults(hp, "sdxl")
+    assert (updated.resolution, updated.max_train_steps, updated.lora_rank) == (1024, 500, 16)
+    assert updated.training_method == "lora" and updated.effective_lora_alpha == 16
+    assert updated.learning_rate == 3e-4  # set by the job: kept
+    assert "sdxl default: resolution = 1024" in lines
+    flux, _ = apply_family_defaults(hp, "flux")
+    assert (flux.resolution, flux.mixed_precision) == (512, "bf16")
+
+
+@pytest.mark.parametrize(
+    ("family", "precision", "cuda", "native_bf16", "message"),
+    [
+        ("flux", "bf16", True, False, "native bf16"),
+        ("zimage", "fp16", True, True, "bf16 only"),
+        ("flux", "bf16", True, True, None),
+        ("flux", "bf16", False, False, None),  # CPU: fp32
+        ("sdxl", "fp16", True, False, None),  # SDXL on a T4 in fp16 is the plan
+    ],
+)
+def test_flux_class_families_refuse_gpus_without_bf16(
+    family: str, precision: str, cuda: bool, native_bf16: bool, message: str | None
+) -> None:
+    if message is None:
+        check_precision(family, precision, cuda, native_bf16)
+    else:
+        with pytest.raises(HyperparameterError, match=message):
+            check_precision(family, precision, cuda, native_bf16)
+
+
+def test_a_family_job_without_a_resolution_trains_at_the_family_default(new_job, tiny_family_model) -> None:
+    # training_method and lora_rank are left out: the family's (lora, rank 16) apply. The resolution is set,
+    # as the family's 1024 px would make this tiny run slow (its default is checked above).
+    job = new_job({"resolution": "64", "max_train_steps": "1", "num_samples": "0"}, model=False)
+    job.add_channel("model", tiny_family_model("zimage"))
+    assert job.run() == 0, job.failure
+    record = json.loads((job.model_dir / "dreambooth.json").read_text())
+    assert record["kind"] == "lora" and record["hyperparameters"]["lora_rank"] == "16"

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from ..data import TrainingImage
+from ..data import TrainingImage, load_images
 from ..export import OUTPUT_DTYPES, TRAINING_RECORD
 from ..hyperparameters import TrainingHyperparameters
 from ..loop import LoopResult
@@ -19,7 +19,7 @@ from ..sagemaker_contract import SageMakerPaths, StopSignal, job_name
 from ..samples import SAMPLES_DIR, sample_file
 from .base import FamilyModel, ModelFamily
 from .registry import get_family
-from .training import check_family_job, train_family
+from .training import apply_family_defaults, check_family_job, train_family
 
 log = logging.getLogger(__name__)
 
@@ -97,11 +97,22 @@ def run_family_job(
     instance: list[TrainingImage],
     stop: StopSignal,
 ) -> Any:
-    from ..job import JobResult, prepare_class_images, publish, share_class_images
+    from ..job import INSTANCE_CHANNEL, JobResult, prepare_class_images, publish, share_class_images
 
     family = get_family(family_name)
-    model = family.load(source)
     log.info("base model family: %s", family_name)
+    resolution = hp.resolution
+    hp, lines = apply_family_defaults(hp, family_name)
+    for line in lines:
+        log.info(line)
+    if hp.resolution != resolution:  # the photos were read at the generic default size: read them again
+        instance_dirs = (
+            [paths.resolve(hp.instance_data_dir)]
+            if hp.instance_data_dir
+            else [paths.channel(INSTANCE_CHANNEL)]
+        )
+        instance, _ = load_images(instance_dirs, hp.resolution, hp.center_crop, hp.seed)
+    model = family.load(source)
     check_family_job(model, hp)
     class_images: list[TrainingImage] = []
     generated: list[Path] = []

@@ -33,6 +33,7 @@ from ..loop import (
 from ..metrics import format_metrics_line, format_summary_line
 from ..sagemaker_contract import StopSignal
 from .base import FamilyModel, ModelFamily, add_lora
+from .registry import family_defaults
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,43 @@ def check_family_job(model: FamilyModel, hp: TrainingHyperparameters) -> None:
         )
 
 
+BF16_ONLY_FAMILIES = ("flux", "zimage")  # trained in bf16 by their references; no fp16 path proven NaN-free
+FAMILY_DEFAULT_FIELDS = ("resolution", "max_train_steps", "learning_rate", "lora_rank", "lora_alpha")
+
+
+def apply_family_defaults(
+    hp: TrainingHyperparameters, family: str
+) -> tuple[TrainingHyperparameters, list[str]]:
+    """The family's defaults (registry) for every setting the job left out; what the job set always wins."""
+    defaults = family_defaults(family)
+    wanted: dict[str, Any] = {name: getattr(defaults, name) for name in FAMILY_DEFAULT_FIELDS}
+    wanted["training_method"] = "lora"
+    wanted["mixed_precision"] = defaults.mixed_precision
+    changes = {
+        name: value
+        for name, value in wanted.items()
+        if name not in hp.model_fields_set and getattr(hp, name) != value
+    }
+    lines = [f"{family} default: {name} = {value}" for name, value in changes.items()]
+    return (hp.model_copy(update=changes) if changes else hp), lines
+
+
+def check_precision(family: str, mixed_precision: str, cuda: bool, native_bf16: bool) -> None:
+    """FLUX-class families train in bf16: a GPU without native bf16 (T4) or an fp16 request is refused."""
+    if family not in BF16_ONLY_FAMILIES or not cuda or mixed_precision == "no":
+        return
+    if mixed_precision == "fp16":
+        raise HyperparameterError(
+            f"hyperparameter 'mixed_precision' = fp16: {family} LoRA trains in bf16 only (fp16 is not proven "
+            "free of NaNs for it); set mixed_precision=bf16 or leave it out"
+        )
+    if not native_bf16:
+        raise HyperparameterError(
+            f"{family} LoRA needs a GPU with native bf16 (e.g. ml.g6.xlarge, L4 24 GB; ml.g5 A10G); this GPU "
+            "has none (a T4 such as ml.g4dn emulates it): choose one of those instance types"
+        )
+
+
 def _text_and_vae_modules(model: FamilyModel) -> list[torch.nn.Module]:
     components = model.pipeline.components
     return [
@@ -92,6 +130,12 @@ def train_family(
     check_family_job(model, hp)
     stop = stop or StopSignal()
     cuda = torch.cuda.is_available()
+    check_precision(
+        model.family,
+        hp.mixed_precision,
+        cuda,
+        cuda and torch.cuda.is_bf16_supported(including_emulation=False),
+    )
     mixed_precision = effective_mixed_precision(hp.mixed_precision, cuda)
     accelerator = Accelerator(mixed_precision=mixed_precision, cpu=not cuda)
     device = accelerator.device

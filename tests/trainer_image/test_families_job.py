@@ -55,3 +55,17 @@ def test_full_fine_tuning_of_a_family_base_is_refused_by_name(new_job, tiny_fami
     assert job.run() != 0
     assert "training_method" in job.failure and "LoRA adapters only" in job.failure
     assert torch.get_num_threads() == 1
+
+
+@pytest.mark.parametrize("name", ["sdxl", "flux"])
+def test_prior_preservation_generates_class_images_with_the_family_pipeline(
+    new_job, tiny_family_model, name: str
+) -> None:
+    prior = {"with_prior_preservation": "true", "class_prompt": "a photo of a dog", "num_class_images": "2"}
+    job = new_job({**HYPERPARAMETERS, **prior, "class_inference_steps": "2", "num_samples": "0"}, model=False)
+    job.add_channel("model", tiny_family_model(name))
+    assert job.run() == 0, job.failure
+    generated = sorted((job.checkpoints_dir / "class_images").glob("class-*.png"))
+    assert len(generated) == 2 and Image.open(generated[0]).size == (64, 64)
+    record = json.loads((job.model_dir / "dreambooth.json").read_text())
+    assert record["class_images"] == 2 and record["class_prompt"] == "a photo of a dog"

@@ -10,6 +10,7 @@ import pytest
 import torch
 from peft.utils import get_peft_model_state_dict
 
+from dreambooth_trainer.checkpointing import latest_checkpoint
 from dreambooth_trainer.data import load_images
 from dreambooth_trainer.families import get_family
 from dreambooth_trainer.families.training import (
@@ -122,3 +123,22 @@ def test_a_family_job_without_a_resolution_trains_at_the_family_default(new_job,
     assert job.run() == 0, job.failure
     record = json.loads((job.model_dir / "dreambooth.json").read_text())
     assert record["kind"] == "lora" and record["hyperparameters"]["lora_rank"] == "16"
+
+
+def test_a_resumed_family_run_ends_where_the_uninterrupted_one_does(
+    tiny_family_model, subject_images: Path, tmp_path: Path
+) -> None:
+    hp = TrainingHyperparameters(
+        **{**SETTINGS, "resolution": 64, "with_prior_preservation": False, "save_steps": 2}
+    )
+    instance, _ = load_images([subject_images], 64, True, 0)
+    source = BaseModelSource("folder", str(tiny_family_model("flux")))
+    family = get_family("flux", max_sequence_length=16)
+
+    first = train_family(family, family.load(source), instance, [], hp, checkpoint_dir=tmp_path)
+    assert first.resumed_from == 0 and latest_checkpoint(tmp_path) is not None  # saved at step 2
+    resumed = train_family(family, family.load(source), instance, [], hp, checkpoint_dir=tmp_path)
+    assert resumed.resumed_from == 2 and resumed.global_step == 3
+    expected = get_peft_model_state_dict(first.unet)
+    for key, value in get_peft_model_state_dict(resumed.unet).items():
+        assert torch.equal(value, expected[key]), key

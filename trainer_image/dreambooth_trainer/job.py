@@ -183,7 +183,7 @@ def run_job(
     if (family := family_of_base_model(source)) != "sd":  # SDXL, FLUX.1, Z-Image: see families/
         from .families.job import run_family_job
 
-        return run_family_job(family, source, hp, paths, instance, stop)
+        return run_family_job(family, source, hp, paths, stop)
     parts = load_model_parts(source)
     check_resolution(hp, parts)
     check_single_file_export(hp, parts)

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from PIL import Image
 
 from ..data import TrainingImage, load_images
 from ..export import OUTPUT_DTYPES, TRAINING_RECORD
@@ -18,8 +21,9 @@ from ..model_loading import BaseModelSource
 from ..sagemaker_contract import SageMakerPaths, StopSignal, job_name
 from ..samples import SAMPLES_DIR, sample_file
 from .base import FamilyModel, ModelFamily
+from .buckets import bucket_sizes, bucket_step, fit_to_bucket, nearest_bucket
 from .registry import get_family
-from .training import apply_family_defaults, check_family_job, train_family
+from .training import apply_family_defaults, check_family_job, resolution_multiple, train_family
 
 log = logging.getLogger(__name__)
 
@@ -89,31 +93,48 @@ def export_family_model(
     return record
 
 
+def load_bucketed(
+    model: FamilyModel, hp: TrainingHyperparameters, paths: SageMakerPaths
+) -> list[TrainingImage]:
+    """The instance photos again (the job read them square, before it knew the family), each fitted to its
+    aspect-ratio bucket."""
+    from ..job import INSTANCE_CHANNEL
+
+    buckets = bucket_sizes(hp.resolution, bucket_step(hp.resolution, resolution_multiple(model)))
+
+    def fit(image: Image.Image) -> np.ndarray:
+        return fit_to_bucket(image, nearest_bucket(image.width, image.height, buckets))
+
+    folders = (
+        [paths.resolve(hp.instance_data_dir)] if hp.instance_data_dir else [paths.channel(INSTANCE_CHANNEL)]
+    )
+    images, _ = load_images(folders, hp.resolution, hp.center_crop, hp.seed, fit=fit)
+    sizes = Counter(f"{image.pixels.shape[1]}x{image.pixels.shape[0]}" for image in images)
+    log.info(
+        "aspect-ratio buckets (width x height: images): %s",
+        ", ".join(f"{k}: {v}" for k, v in sorted(sizes.items())),
+    )
+    return images
+
+
 def run_family_job(
     family_name: str,
     source: BaseModelSource,
     hp: TrainingHyperparameters,
     paths: SageMakerPaths,
-    instance: list[TrainingImage],
     stop: StopSignal,
 ) -> Any:
-    from ..job import INSTANCE_CHANNEL, JobResult, prepare_class_images, publish, share_class_images
+    """After the job read and checked the photos and found a non-SD family in the base model."""
+    from ..job import JobResult, prepare_class_images, publish, share_class_images
 
     family = get_family(family_name)
     log.info("base model family: %s", family_name)
-    resolution = hp.resolution
     hp, lines = apply_family_defaults(hp, family_name)
     for line in lines:
         log.info(line)
-    if hp.resolution != resolution:  # the photos were read at the generic default size: read them again
-        instance_dirs = (
-            [paths.resolve(hp.instance_data_dir)]
-            if hp.instance_data_dir
-            else [paths.channel(INSTANCE_CHANNEL)]
-        )
-        instance, _ = load_images(instance_dirs, hp.resolution, hp.center_crop, hp.seed)
     model = family.load(source)
     check_family_job(model, hp)
+    instance = load_bucketed(model, hp, paths)
     class_images: list[TrainingImage] = []
     generated: list[Path] = []
     if hp.with_prior_preservation:

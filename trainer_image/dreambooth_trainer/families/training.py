@@ -20,7 +20,6 @@ from ..hyperparameters import HyperparameterError, TrainingHyperparameters
 from ..loop import (
     HALF,
     LoopResult,
-    batch_indices,
     checkpoint_fingerprint,
     checkpoint_interval,
     effective_mixed_precision,
@@ -33,6 +32,7 @@ from ..loop import (
 from ..metrics import format_metrics_line, format_summary_line
 from ..sagemaker_contract import StopSignal
 from .base import FamilyModel, ModelFamily, add_lora
+from .buckets import bucket_batch_indices
 from .registry import family_defaults
 
 log = logging.getLogger(__name__)
@@ -104,6 +104,14 @@ def check_precision(family: str, mixed_precision: str, cuda: bool, native_bf16: 
         )
 
 
+def shape_groups(images: list[TrainingImage]) -> dict[tuple[int, ...], list[int]]:
+    """Image indices per pixel shape (aspect bucket), in image order."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for index, image in enumerate(images):
+        groups.setdefault(image.pixels.shape, []).append(index)
+    return groups
+
+
 def _text_and_vae_modules(model: FamilyModel) -> list[torch.nn.Module]:
     components = model.pipeline.components
     return [
@@ -162,19 +170,21 @@ def train_family(
     unique_prompts = sorted(set(instance_prompts + class_prompts))
     prompt_row = {prompt: row for row, prompt in enumerate(unique_prompts)}
     sets = {"instance": instance, "class": class_images}
-    latent_stats: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    # (mean, std) of each image's latent distribution: one tensor per aspect bucket, rows in image order
+    latent_stats: dict[str, dict[tuple[int, ...], tuple[torch.Tensor, torch.Tensor, list[int]]]] = {}
     with torch.no_grad():
         embeddings = family.encode_prompts(model, unique_prompts, device)
         for name, images in sets.items():
-            means, stds = [], []
-            for start in range(0, len(images), 8):
-                mean, std = family.encode_images(
-                    model, to_pixel_batch(images[start : start + 8], device, weight_dtype)
-                )
-                means.append(mean)
-                stds.append(std)
-            if means:
-                latent_stats[name] = (torch.cat(means), torch.cat(stds))
+            latent_stats[name] = {}
+            for shape, indices in shape_groups(images).items():
+                means, stds = [], []
+                for start in range(0, len(indices), 8):
+                    chunk = [images[i] for i in indices[start : start + 8]]
+                    mean, std = family.encode_images(model, to_pixel_batch(chunk, device, weight_dtype))
+                    means.append(mean)
+                    stds.append(std)
+                latent_stats[name][shape] = (torch.cat(means), torch.cat(stds), indices)
+    shapes = {name: [image.pixels.shape for image in images] for name, images in sets.items()}
     for module in frozen:
         module.to("cpu")
     if cuda:
@@ -218,20 +228,38 @@ def train_family(
     save_every = checkpoint_interval(hp, len(instance)) if checkpoint_dir is not None else 0
 
     def latents_for(name: str, rows: list[int], generator: torch.Generator) -> torch.Tensor:
-        mean, std = latent_stats[name]
-        mean, std = mean[rows], std[rows]
+        mean, std, indices = latent_stats[name][shapes[name][rows[0]]]  # a batch is one bucket
+        positions = [indices.index(i) for i in rows]
+        mean, std = mean[positions], std[positions]
         sample = mean + std * torch.randn(mean.shape, generator=generator, device=device, dtype=mean.dtype)
         return family.model_input(model, sample)
 
-    def micro_batch(micro_step: int, generator: torch.Generator) -> tuple[torch.Tensor, list[str]]:
-        rows = batch_indices(len(instance), hp.train_batch_size, micro_step, hp.seed, stream=0)
-        latents = [latents_for("instance", rows, generator)]
-        prompts = [instance_prompts[i] for i in rows]
+    def micro_batch(micro_step: int, generator: torch.Generator) -> list[tuple[torch.Tensor, list[str]]]:
+        """[(latents, prompts)]: instance (+ class) images as one batch, or two where their shapes differ."""
+        rows = bucket_batch_indices(shapes["instance"], hp.train_batch_size, micro_step, hp.seed, stream=0)
+        groups = [(latents_for("instance", rows, generator), [instance_prompts[i] for i in rows])]
         if prior:
-            class_rows = batch_indices(len(class_images), hp.train_batch_size, micro_step, hp.seed, stream=1)
-            latents.append(latents_for("class", class_rows, generator))
-            prompts += [class_prompts[i] for i in class_rows]
-        return torch.cat(latents), prompts
+            class_rows = bucket_batch_indices(
+                shapes["class"], hp.train_batch_size, micro_step, hp.seed, stream=1
+            )
+            class_group = (
+                latents_for("class", class_rows, generator),
+                [class_prompts[i] for i in class_rows],
+            )
+            if class_group[0].shape[1:] == groups[0][0].shape[1:]:
+                return [(torch.cat([groups[0][0], class_group[0]]), groups[0][1] + class_group[1])]
+            groups.append(class_group)
+        return groups
+
+    def group_loss(
+        latents: torch.Tensor, prompts: list[str], with_prior: bool, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        noise = torch.randn(latents.shape, generator=generator, device=device)
+        batch = family.add_noise(model, latents, noise, generator)
+        conditions = embeddings.rows([prompt_row[p] for p in prompts])
+        with accelerator.autocast():
+            prediction = family.predict(model, prepared, batch, conditions)
+        return family.loss(prediction, batch, with_prior, hp.prior_loss_weight)
 
     prepared.train()
     accumulation = hp.gradient_accumulation_steps
@@ -246,13 +274,13 @@ def train_family(
             for micro in range(accumulation):
                 micro_step = global_step * accumulation + micro
                 generator = micro_step_generator(hp.seed, micro_step, device)
-                latents, prompts = micro_batch(micro_step, generator)
-                noise = torch.randn(latents.shape, generator=generator, device=device)
-                batch = family.add_noise(model, latents, noise, generator)
-                conditions = embeddings.rows([prompt_row[p] for p in prompts])
-                with accelerator.autocast():
-                    prediction = family.predict(model, prepared, batch, conditions)
-                loss, instance_loss, prior_loss = family.loss(prediction, batch, prior, hp.prior_loss_weight)
+                groups = micro_batch(micro_step, generator)
+                if len(groups) == 1:
+                    loss, instance_loss, prior_loss = group_loss(*groups[0], prior, generator)
+                else:  # a non-square instance bucket beside square class images: one pass each
+                    instance_loss = group_loss(*groups[0], False, generator)[0]
+                    prior_loss = group_loss(*groups[1], False, generator)[0]
+                    loss = instance_loss + hp.prior_loss_weight * prior_loss
                 accelerator.backward(loss / accumulation)
                 interval_losses += torch.stack([loss, instance_loss, prior_loss]).detach() / accumulation
             if hp.max_grad_norm:

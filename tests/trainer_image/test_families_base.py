@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import pytest
 import torch
 
 from dreambooth_trainer.families.base import (
@@ -67,3 +68,15 @@ def test_prompt_rows_pick_tensors_and_lists_and_keep_shared_values() -> None:
     assert torch.equal(rows["a"], torch.tensor([[2.0], [0.0]]))
     assert [len(t) for t in rows["b"]] == [3, 1]
     assert torch.equal(rows["ids"], torch.arange(4))
+
+
+def test_a_single_file_without_configs_is_refused_with_what_to_set(tmp_path) -> None:
+    from diffusers import FluxPipeline, FluxTransformer2DModel
+
+    from dreambooth_trainer.errors import BaseModelError
+    from dreambooth_trainer.families.base import load_pipeline
+    from dreambooth_trainer.model_loading import BaseModelSource
+
+    source = BaseModelSource("single_file", str(tmp_path / "flux.safetensors"))
+    with pytest.raises(BaseModelError, match="set base_model_config to a diffusers folder or Hub id"):
+        load_pipeline(FluxPipeline, source, FluxTransformer2DModel)

@@ -19,6 +19,7 @@ from .class_images import generate_class_images
 from .data import TrainingImage, load_images, require_images
 from .errors import BaseModelError, TrainingDataError
 from .export import TRAINING_RECORD, export_model
+from .families.registry import family_of_base_model, resolve_alias
 from .hyperparameters import HyperparameterError, TrainingHyperparameters
 from .loop import HALF, LoopResult, check_prediction_type, train
 from .model_loading import ModelParts, load_model_parts, resolve_base_model
@@ -178,7 +179,15 @@ def run_job(
         log.info(line)
 
     stop.phase = "loading the base model"
-    parts = load_model_parts(resolve_base_model(hp, paths))
+    hp = hp.model_copy(
+        update={"pretrained_model_name_or_path": resolve_alias(hp.pretrained_model_name_or_path)}
+    )
+    source = resolve_base_model(hp, paths)
+    if (family := family_of_base_model(source)) != "sd":  # SDXL, FLUX.1, Z-Image: see families/
+        from .families.job import run_family_job
+
+        return run_family_job(family, source, hp, paths, stop)
+    parts = load_model_parts(source)
     check_resolution(hp, parts)
     check_prediction_type(parts.noise_scheduler.config.prediction_type)
     check_single_file_export(hp, parts)

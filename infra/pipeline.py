@@ -25,6 +25,7 @@ from infra.workflow import RunWorkflow
 from lambdas.jobs import s3_layout
 from lambdas.jobs.limits import ServiceLimits
 from lambdas.jobs.spec import JobDefaults
+from lambdas.jobs.training_slots import QueueSettings
 from lambdas.pipeline import config
 
 INTAKE_TIMEOUT = Duration.seconds(60)
@@ -50,6 +51,7 @@ class Pipeline(Construct):
         retain_data_on_delete: bool,
         limits: ServiceLimits | None = None,
         training_retry_seconds: int = 20,
+        training_queue: QueueSettings | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         removal = RemovalPolicy.RETAIN if retain_data_on_delete else RemovalPolicy.DESTROY
@@ -112,6 +114,7 @@ class Pipeline(Construct):
             config.JOBS_TABLE_NAME: self.table.table_name,
             config.JOB_DEFAULTS: job_defaults.model_dump_json(),
             config.SERVICE_LIMITS: limits.model_dump_json(),
+            config.TRAINING_QUEUE: (training_queue or QueueSettings()).model_dump_json(),
         }
 
         def function(
@@ -149,6 +152,12 @@ class Pipeline(Construct):
         self.finish_run = function(
             "FinishRun", "finish_run", "Records how a run ended and writes its notification.", STEP_TIMEOUT
         )
+        self.training_slot = function(
+            "TrainingSlot",
+            "training_slot",
+            "The queue in front of the GPU quota: takes and frees training slots.",
+            STEP_TIMEOUT,
+        )
         self.workflow = RunWorkflow(
             self,
             "Runs",
@@ -156,6 +165,7 @@ class Pipeline(Construct):
             validate_batch=self.validate_batch.function,
             build_training_request=self.build_training_request.function,
             finish_run=self.finish_run.function,
+            training_slot=self.training_slot.function,
             topic=topic,
             training_role=training_role,
             training_image_uri=training_image_uri,
@@ -178,6 +188,29 @@ class Pipeline(Construct):
         self.intake.function.add_event_source(
             event_sources.SqsEventSource(self.queue, batch_size=10, report_batch_item_failures=True)
         )
+        # An execution stopped by hand (or timed out) runs no cleanup step: free its slot from here.
+        self.execution_ended = events.Rule(
+            self,
+            "RunEnded",
+            description="Frees the training slot of a run whose execution ended without its own cleanup",
+            event_pattern=events.EventPattern(
+                source=["aws.states"],
+                detail_type=["Step Functions Execution Status Change"],
+                detail={
+                    "status": ["ABORTED", "TIMED_OUT", "FAILED"],
+                    "stateMachineArn": [self.state_machine.state_machine_arn],
+                },
+            ),
+            targets=[
+                targets.LambdaFunction(
+                    self.training_slot.function,
+                    event=events.RuleTargetInput.from_object(
+                        {"action": "execution_ended", "detail": events.EventField.from_path("$.detail")}
+                    ),
+                    retry_attempts=10,
+                )
+            ],
+        )
         self._grant(bucket, Stack.of(self))
 
     def _grant(self, bucket: s3.IBucket, stack: Stack) -> None:
@@ -188,6 +221,15 @@ class Pipeline(Construct):
         self.table.grant_read_write_data(self.validate_batch.role)
         self.table.grant_read_write_data(self.build_training_request.role)
         self.table.grant_read_write_data(self.finish_run.role)
+        self.table.grant(
+            self.training_slot.role,
+            "dynamodb:GetItem",
+            "dynamodb:PutItem",
+            "dynamodb:UpdateItem",
+            "dynamodb:DeleteItem",
+            "dynamodb:Query",
+            "dynamodb:ConditionCheckItem",
+        )
         self.state_machine.grant_start_execution(self.intake.role)
 
         def allow(fn: PipelineFunction, actions: list[str], resources: list[str], **kwargs) -> None:
@@ -234,6 +276,7 @@ class Pipeline(Construct):
             ),
             (self.build_training_request, []),
             (self.finish_run, [s3_layout.MODELS_ROOT]),
+            (self.training_slot, []),
         ]:
             findings = {
                 f"AwsSolutions-IAM5[Resource::<{bucket_ref}.Arn>/{prefix}*]": object_reason

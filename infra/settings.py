@@ -14,10 +14,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from lambdas.jobs.limits import LIMITS_PREFIX, ServiceLimits, context_key
 from lambdas.jobs.spec import JobDefaults
+from lambdas.jobs.training_slots import QueueSettings
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 # Context keys for job defaults are the JobDefaults field names with this prefix.
 DEFAULTS_PREFIX = "default_"
+# Context keys of the training queue: QueueSettings' fields (poll_seconds as training_slot_poll_seconds).
+QUEUE_CONTEXT_KEYS = {
+    "max_concurrent_training_jobs": "max_concurrent_training_jobs",
+    "training_slot_poll_seconds": "poll_seconds",
+    "quota_retry_attempts": "quota_retry_attempts",
+    "quota_retry_seconds": "quota_retry_seconds",
+}
 
 
 class ServiceSettings(BaseModel):
@@ -28,6 +36,7 @@ class ServiceSettings(BaseModel):
     # First wait before retrying a throttled CreateTrainingJob (then doubled, 5 attempts).
     training_retry_seconds: Annotated[int, Field(ge=1, le=600)] = 20
     job_defaults: JobDefaults = JobDefaults()
+    training_queue: QueueSettings = QueueSettings()
     # Cost limits (lambdas/jobs/limits.py): context keys limit_<field>.
     limits: ServiceLimits = ServiceLimits()
 
@@ -93,16 +102,30 @@ def settings_from_context(context: dict[str, Any]) -> ServiceSettings:
             retain_data_on_delete=_as_bool(context.get("retain_data_on_delete", True)),
             training_retry_seconds=context.get("training_retry_seconds", 20),
             job_defaults=JobDefaults.model_validate(defaults),
+            training_queue=QueueSettings.model_validate(
+                {field: context[key] for key, field in QUEUE_CONTEXT_KEYS.items() if key in context}
+            ),
             limits=ServiceLimits.model_validate(limits),
         )
     except ValidationError as err:
-        prefix = {"JobDefaults": DEFAULTS_PREFIX, "ServiceLimits": LIMITS_PREFIX}.get(err.title, "")
         problems = "; ".join(
-            (f"{prefix}{'.'.join(str(p) for p in e['loc'])}: " if e["loc"] else "")
+            (f"{_context_key(err.title, e['loc'])}: " if e["loc"] else "")
             + e["msg"].removeprefix("Value error, ")
             for e in err.errors()
         )
         raise ValueError(f"invalid CDK context: {problems}") from None
+
+
+def _context_key(model: str, loc: tuple) -> str:
+    """The context key a user typed, for a pydantic error location."""
+    name = ".".join(str(p) for p in loc)
+    if model == "JobDefaults":
+        return DEFAULTS_PREFIX + name
+    if model == "QueueSettings":
+        return {field: key for key, field in QUEUE_CONTEXT_KEYS.items()}.get(name, name)
+    if model == "ServiceLimits":
+        return LIMITS_PREFIX + name
+    return name
 
 
 def _as_bool(value: Any) -> bool:

@@ -43,6 +43,7 @@ class DreamBoothStack(Stack):
             limits=settings.limits,
             retain_data_on_delete=settings.retain_data_on_delete,
             training_retry_seconds=settings.training_retry_seconds,
+            training_queue=settings.training_queue,
         )
         # The state machine publishes to the encrypted topic: SNS needs the key on the publisher's behalf.
         self.notifications.encryption_key.grant(

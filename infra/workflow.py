@@ -6,7 +6,10 @@
         │ yes
     Validate ─valid?─ no ───────────────────────────────┐
         │ yes                                           ▼
+    EnterQueue ─▶ AcquireTrainingSlot ─acquired?─ no ─▶ WaitForTrainingSlot ─▶ AcquireTrainingSlot
+        │ yes
     BuildTrainingRequest ─▶ Train (.sync) ─▶ Summarize ─▶ NotifySuccess ─▶ RunSucceeded
+        │ Train's error ─▶ TrainingError (frees the slot) ─quota, tries left?─▶ WaitBeforeRequeue ─▶ Acquire…
         │ any error (each step's Catch) ─▶ <Step>Failed ─▶ RecordFailure ─▶ NotifyFailure ─▶ RunFailed
 
 Every failure reaches RecordFailure (which records the run and writes the reason) and a notification
@@ -86,6 +89,7 @@ class RunWorkflow(Construct):
         validate_batch: lambda_.IFunction,
         build_training_request: lambda_.IFunction,
         finish_run: lambda_.IFunction,
+        training_slot: lambda_.IFunction,
         topic: sns.ITopic,
         training_role: iam.IRole,
         training_image_uri: str,
@@ -203,6 +207,25 @@ class RunWorkflow(Construct):
         )
         on_failure(build, "building the training request")
 
+        # --- the queue in front of the GPU quota (lambdas/jobs/training_slots.py) ---
+        enter_queue = sfn.Pass(
+            self,
+            "EnterQueue",
+            result=sfn.Result.from_object({"quota_attempts": 0, "queued_ms": 0}),
+            result_path="$.slot",
+        )
+        acquire = invoke(
+            "AcquireTrainingSlot",
+            training_slot,
+            {**run_ref, "action": "acquire", "slot.$": "$.slot", "job.$": "$.validation.job"},
+            "$.slot",
+        )
+        on_failure(acquire, "waiting for a training slot")
+        wait_for_slot = sfn.Wait(
+            self, "WaitForTrainingSlot", time=sfn.WaitTime.seconds_path("$.slot.wait_seconds")
+        )
+        wait_for_slot.next(acquire)
+
         train = sfn.CustomState(
             self,
             "Train",
@@ -216,7 +239,28 @@ class RunWorkflow(Construct):
             max_attempts=5,
             backoff_rate=2,
         )
-        on_failure(train, "training")
+        # A training error frees the slot; ResourceLimitExceeded goes back in line (bounded, with backoff).
+        train_failed = sfn.Pass(
+            self, "TrainFailed", result=sfn.Result.from_string("training"), result_path="$.failed_state"
+        )
+        train_failed.next(record_failure)
+        training_error = invoke(
+            "TrainingError",
+            training_slot,
+            {**run_ref, "action": "training_error", "slot.$": "$.slot", "error.$": "$.error"},
+            "$.slot",
+        )
+        training_error.add_catch(train_failed, errors=[sfn.Errors.ALL], result_path="$.slot_error")
+        train.add_catch(training_error, errors=[sfn.Errors.ALL], result_path="$.error")
+        requeue_wait = sfn.Wait(
+            self, "WaitBeforeRequeue", time=sfn.WaitTime.seconds_path("$.slot.wait_seconds")
+        )
+        requeue_wait.next(acquire)
+        training_error.next(
+            sfn.Choice(self, "Requeue?")
+            .when(sfn.Condition.boolean_equals("$.slot.requeue", True), requeue_wait)
+            .otherwise(train_failed)
+        )
 
         summarize = invoke(
             "Summarize", finish_run, {"outcome": "succeeded", "state.$": "$"}, "$.notification"
@@ -233,10 +277,17 @@ class RunWorkflow(Construct):
                     sfn.Choice(self, "BatchValid?")
                     .when(
                         sfn.Condition.boolean_equals("$.validation.valid", True),
-                        build.next(train)
-                        .next(summarize)
-                        .next(notify_success)
-                        .next(sfn.Succeed(self, "RunSucceeded")),
+                        enter_queue.next(acquire).next(
+                            sfn.Choice(self, "SlotAcquired?")
+                            .when(
+                                sfn.Condition.boolean_equals("$.slot.acquired", True),
+                                build.next(train)
+                                .next(summarize)
+                                .next(notify_success)
+                                .next(sfn.Succeed(self, "RunSucceeded")),
+                            )
+                            .otherwise(wait_for_slot)
+                        ),
                     )
                     .otherwise(record_failure)
                 ),
@@ -268,7 +319,7 @@ class RunWorkflow(Construct):
             comment="One DreamBooth run: batch, validation, SageMaker training, notification.",
         )
         self._grant_training(stack, training_role)
-        functions = (check_batch, validate_batch, build_training_request, finish_run)
+        functions = (check_batch, validate_batch, build_training_request, finish_run, training_slot)
         acknowledge(
             self.state_machine.role,
             {

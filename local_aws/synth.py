@@ -9,11 +9,14 @@ from typing import Any
 
 DEFAULT_STACK_NAME = "DreamBoothService"
 # Seconds instead of minutes, for tests and demos: a batch is quiet after 1 s, job.json commits at
-# once, a throttled CreateTrainingJob is retried after 1 s.
+# once, a throttled CreateTrainingJob is retried after 1 s, a queued run asks for a slot every second
+# and a quota error requeues after 1 s (then 2 s, 4 s).
 FAST_CONTEXT = {
     "default_quiet_period_seconds": 1,
     "default_commit_settle_seconds": 0,
     "training_retry_seconds": 1,
+    "training_slot_poll_seconds": 1,
+    "quota_retry_seconds": 1,
 }
 
 

@@ -40,3 +40,15 @@ class RunState(RunRef):
 class FinishEvent(BaseModel):
     outcome: Literal["succeeded", "failed"]
     state: RunState
+
+
+class SlotEvent(BaseModel):
+    """AcquireTrainingSlot / TrainingError steps, or an EventBridge execution status change."""
+
+    action: Literal["acquire", "training_error", "execution_ended"]
+    job_name: str = ""
+    run_id: str = ""
+    slot: dict[str, Any] = {}
+    job: dict[str, Any] = {}
+    error: dict[str, Any] | None = None
+    detail: dict[str, Any] = {}

@@ -29,6 +29,8 @@ SEALED = "sealed"
 RUN_COLLECTING = "collecting"
 RUN_SEALED = "sealed"
 RUN_VALIDATED = "validated"
+# Waiting for a training slot (max_concurrent_training_jobs) or for quota after ResourceLimitExceeded.
+RUN_QUEUED = "queued"
 RUN_TRAINING = "training"
 RUN_SUCCEEDED = "succeeded"
 RUN_FAILED = "failed"

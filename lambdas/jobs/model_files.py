@@ -1,8 +1,9 @@
 """What a run left under its model prefix, sorted into what a user loads. Pure.
 
-The trainer uploads the model itself and writes ``manifest.json`` last (its presence means the upload
-is complete): ``{"files": [{"key", "size"}, ...], "kind", "prompt", "lora_weight_name", ...}`` with keys
-relative to the prefix. Without a manifest, the prefix's listing stands in, and the summary says so.
+The trainer uploads the model itself, then ``manifest.json``
+(``{"files": [{"key", "size"}, ...], "kind", "prompt", "lora_weight_name", ...}``, keys relative to the
+prefix), then ``_SUCCESS`` last: a model is complete only when ``_SUCCESS`` exists (a restarted job removes
+it before uploading again). Without a manifest, the prefix's listing stands in, and the summary says so.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ SAGEMAKER_OUTPUT_MARKER = "/output/"
 class ModelFiles:
     prefix_uri: str
     manifest_found: bool
+    complete: bool = False  # the trainer's _SUCCESS marker exists
     diffusers_folder: str | None = None
     checkpoint: str | None = None
     lora: str | None = None
@@ -36,6 +38,7 @@ class ModelFiles:
     def as_dict(self) -> dict[str, Any]:
         return {
             "s3_prefix": self.prefix_uri,
+            "complete": self.complete,
             "manifest": s3_layout.s3_uri(*_join(self.prefix_uri, s3_layout.MANIFEST_FILENAME))
             if self.manifest_found
             else None,
@@ -60,15 +63,21 @@ def parse_manifest(raw: bytes | str | None) -> dict[str, Any] | None:
 
 
 def describe_model_files(
-    prefix_uri: str, manifest: dict[str, Any] | None, listed_keys: list[str] | None = None
+    prefix_uri: str,
+    manifest: dict[str, Any] | None,
+    listed_keys: list[str] | None = None,
+    *,
+    complete: bool = False,
 ) -> ModelFiles:
-    """``listed_keys``: keys relative to the prefix, used only when there is no manifest."""
+    """``listed_keys``: keys relative to the prefix, used only when there is no manifest; ``complete``:
+    whether the ``_SUCCESS`` marker exists."""
     if manifest is not None:
         entries = manifest.get("files") or []
         relative = [str(e["key"] if isinstance(e, dict) else e) for e in entries]
         total = manifest.get("total_bytes")
     else:
-        relative = [k for k in (listed_keys or []) if k != s3_layout.MANIFEST_FILENAME]
+        markers = {s3_layout.MANIFEST_FILENAME, s3_layout.SUCCESS_MARKER_FILENAME}
+        relative = [k for k in (listed_keys or []) if k not in markers]
         total = None
     relative = sorted(k for k in relative if SAGEMAKER_OUTPUT_MARKER not in f"/{k}")
 
@@ -107,6 +116,7 @@ def describe_model_files(
     return ModelFiles(
         prefix_uri=prefix_uri,
         manifest_found=manifest is not None,
+        complete=complete,
         diffusers_folder=uri(diffusers_dir, folder=True),
         checkpoint=uri(checkpoint),
         lora=uri(lora),

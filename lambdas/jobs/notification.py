@@ -45,6 +45,8 @@ class RunFacts:
     total_seconds: int | None = None
     training_seconds: int | None = None
     billable_seconds: int | None = None
+    # Time spent waiting for a training slot (max_concurrent_training_jobs) or for quota.
+    queued_seconds: int | None = None
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,8 @@ def success(facts: RunFacts, model: ModelFiles) -> Notification:
             ("Prompt", facts.prompt),
         ]
     )
+    if not model.complete:
+        lines += ["", "Warning: the upload is not marked complete (no _SUCCESS): some files may be missing."]
     if not model.manifest_found:
         lines += ["", "Note: the trainer left no manifest.json; the files above are from the folder listing."]
     lines += _left_out_lines(facts)
@@ -127,6 +131,7 @@ def _payload(facts: RunFacts, status: str) -> dict[str, Any]:
             "total_seconds": facts.total_seconds,
             "training_seconds": facts.training_seconds,
             "billable_seconds": facts.billable_seconds,
+            "queued_seconds": facts.queued_seconds,
         },
     }
 
@@ -171,6 +176,8 @@ def _timing_line(facts: RunFacts) -> str | None:
     parts = []
     if facts.total_seconds is not None:
         parts.append(f"took {_duration(facts.total_seconds)} from first upload to now")
+    if facts.queued_seconds:
+        parts.append(f"waited {_duration(facts.queued_seconds)} for a training slot")
     if facts.training_seconds is not None:
         parts.append(f"trained {_duration(facts.training_seconds)}")
     if facts.billable_seconds is not None:

@@ -48,9 +48,7 @@ def build_training_request(
     if job.base_model.startswith("s3://"):
         channels.append(_s3_channel(MODEL_CHANNEL, job.base_model))
 
-    stopping = {"MaxRuntimeInSeconds": job.max_runtime_seconds}
-    if job.use_spot:
-        stopping["MaxWaitTimeInSeconds"] = job.max_runtime_seconds * SPOT_WAIT_FACTOR
+    stopping = stopping_condition(job)
     return {
         "TrainingJobName": name,
         "HyperParameters": hyperparameter_strings(hyperparameters),
@@ -75,6 +73,14 @@ def build_training_request(
             {"Key": TAG_RUN, "Value": run_id},
         ],
     }
+
+
+def stopping_condition(job: ResolvedJob) -> dict[str, int]:
+    """MaxRuntime, and for spot MaxWait (which must be at least MaxRuntime)."""
+    stopping = {"MaxRuntimeInSeconds": job.max_runtime_seconds}
+    if job.use_spot:
+        stopping["MaxWaitTimeInSeconds"] = job.max_runtime_seconds * SPOT_WAIT_FACTOR
+    return stopping
 
 
 def tag_value(text: str) -> str:

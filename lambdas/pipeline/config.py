@@ -15,12 +15,14 @@ from dataclasses import dataclass
 
 from lambdas.jobs.limits import ServiceLimits
 from lambdas.jobs.spec import JobDefaults
+from lambdas.jobs.training_slots import QueueSettings
 
 BUCKET_NAME = "BUCKET_NAME"
 JOBS_TABLE_NAME = "JOBS_TABLE_NAME"
 STATE_MACHINE_ARN = "STATE_MACHINE_ARN"
 JOB_DEFAULTS = "JOB_DEFAULTS"
 SERVICE_LIMITS = "SERVICE_LIMITS"
+TRAINING_QUEUE = "TRAINING_QUEUE"
 
 _FUNCTION_ENVIRONMENT: ContextVar[Mapping[str, str] | None] = ContextVar("function_environment", default=None)
 
@@ -48,6 +50,7 @@ class PipelineSettings:
     defaults: JobDefaults
     state_machine_arn: str | None = None
     limits: ServiceLimits = ServiceLimits()
+    queue: QueueSettings = QueueSettings()
 
     @classmethod
     def from_environment(cls, env: Mapping[str, str] | None = None) -> PipelineSettings:
@@ -64,4 +67,7 @@ class PipelineSettings:
             limits=ServiceLimits.model_validate_json(env[SERVICE_LIMITS])
             if env.get(SERVICE_LIMITS)
             else ServiceLimits(),
+            queue=QueueSettings.model_validate_json(env[TRAINING_QUEUE])
+            if env.get(TRAINING_QUEUE)
+            else QueueSettings(),
         )

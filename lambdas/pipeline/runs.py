@@ -14,6 +14,7 @@ from lambdas.pipeline.aws import client, error_code
 from lambdas.pipeline.batch_checks import list_objects, list_objects_page
 from lambdas.pipeline.config import PipelineSettings
 from lambdas.pipeline.intake import now_ms
+from lambdas.pipeline.queue import release_slot
 from lambdas.pipeline.runs_table import JobsTable
 
 
@@ -69,6 +70,7 @@ def training_request(job_name: str, run_id: str, job: dict[str, Any], settings: 
 
 def finish_succeeded(state: dict[str, Any], settings: PipelineSettings) -> dict[str, str]:
     job_name, run_id = state["job_name"], state["run_id"]
+    release_slot(job_name, run_id, state.get("slot"), settings)
     training_job_name = (state.get("training") or {}).get("TrainingJobName") or naming.training_job_name(
         job_name, run_id
     )
@@ -80,7 +82,8 @@ def finish_succeeded(state: dict[str, Any], settings: PipelineSettings) -> dict[
     listed = None
     if manifest is None:
         listed = [o["Key"].removeprefix(prefix) for o in list_objects(bucket, prefix)]
-    model = describe_model_files(prefix_uri, manifest, listed)
+    complete = _read_or_none(bucket, prefix + s3_layout.SUCCESS_MARKER_FILENAME) is not None
+    model = describe_model_files(prefix_uri, manifest, listed, complete=complete)
     facts = _facts(state, settings, described)
     message = notification.success(facts, model)
     JobsTable(settings.table_name).record_run(
@@ -98,6 +101,7 @@ def finish_failed(state: dict[str, Any], settings: PipelineSettings) -> dict[str
     """Record the run as failed and describe why. Never raises for a state it cannot describe: the run
     still ends ``failed`` and the notification is still the documented JSON, saying that much."""
     job_name, run_id = str(state.get("job_name")), str(state.get("run_id"))
+    release_slot(job_name, run_id, state.get("slot"), settings)
     table = JobsTable(settings.table_name)
     table.close_batch(job_name, run_id, now_ms())
     try:
@@ -170,6 +174,7 @@ def _facts(
         total_seconds=(now_ms() - created) // 1000 if isinstance(created, int) else None,
         training_seconds=described.get("TrainingTimeInSeconds"),
         billable_seconds=described.get("BillableTimeInSeconds"),
+        queued_seconds=run.get("queued_seconds"),
     )
 
 

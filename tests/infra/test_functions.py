@@ -9,7 +9,7 @@ from infra.functions import POWERTOOLS_ACCOUNT, POWERTOOLS_LAYER_VERSION, lambda
 
 def test_every_pipeline_function_is_python_311_traced_with_json_logs_and_the_powertools_layer(resources):
     functions = [r for r in resources.values() if r["Type"] == "AWS::Lambda::Function"]
-    assert len(functions) == 5
+    assert len(functions) == 6
     log_groups, roles = set(), set()
     for function in functions:
         props = function["Properties"]
@@ -23,7 +23,7 @@ def test_every_pipeline_function_is_python_311_traced_with_json_logs_and_the_pow
         )
         log_groups.add(props["LoggingConfig"]["LogGroup"]["Ref"])
         roles.add(props["Role"]["Fn::GetAtt"][0])
-    assert len(log_groups) == len(roles) == 5
+    assert len(log_groups) == len(roles) == 6
     for log_group in log_groups:
         assert resources[log_group]["Properties"]["RetentionInDays"] == 90
 

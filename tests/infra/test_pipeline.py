@@ -6,6 +6,7 @@ import json
 import pytest
 from aws_cdk.assertions import Match
 
+from lambdas.handlers.events import SlotEvent
 from lambdas.jobs.spec import JobDefaults
 from lambdas.pipeline import config
 
@@ -15,6 +16,7 @@ HANDLERS = {
     "lambdas.handlers.validate_batch.handler",
     "lambdas.handlers.build_training_request.handler",
     "lambdas.handlers.finish_run.handler",
+    "lambdas.handlers.training_slot.handler",
 }
 
 
@@ -77,8 +79,17 @@ def test_upload_events_reach_an_encrypted_queue_with_a_dead_letter_queue(resourc
     assert main["Properties"]["VisibilityTimeout"] >= 6 * intake_timeout
 
 
+def upload_rule(resources):
+    ((rule_id, rule),) = [
+        (k, r)
+        for k, r in of_type(resources, "AWS::Events::Rule").items()
+        if r["Properties"]["EventPattern"]["source"] == ["aws.s3"]
+    ]
+    return rule_id, rule
+
+
 def test_rule_matches_objects_created_under_uploads_of_the_data_bucket_only(resources):
-    rule_id, rule = only(resources, "AWS::Events::Rule")
+    rule_id, rule = upload_rule(resources)
     pattern = rule["Properties"]["EventPattern"]
     assert pattern["source"] == ["aws.s3"] and pattern["detail-type"] == ["Object Created"]
     assert pattern["detail"]["object"]["key"] == [{"prefix": "uploads/"}]
@@ -127,6 +138,41 @@ def test_context_defaults_reach_the_lambdas():
         function["Properties"]["Environment"]["Variables"][config.JOB_DEFAULTS]
     )
     assert (defaults.quiet_period_seconds, defaults.max_train_steps) == (7, 321)
+
+
+def test_an_execution_that_ends_without_cleanup_frees_its_training_slot(resources):
+    ((rule_id, rule),) = [
+        (k, r)
+        for k, r in of_type(resources, "AWS::Events::Rule").items()
+        if r["Properties"]["EventPattern"]["source"] == ["aws.states"]
+    ]
+    pattern = rule["Properties"]["EventPattern"]
+    assert set(pattern["detail"]["status"]) == {"ABORTED", "TIMED_OUT", "FAILED"}
+    (machine_id,) = of_type(resources, "AWS::StepFunctions::StateMachine")
+    assert pattern["detail"]["stateMachineArn"] == [{"Ref": machine_id}]
+    (target,) = rule["Properties"]["Targets"]
+    slot_id, _ = functions_by_handler(resources)["lambdas.handlers.training_slot.handler"]
+    assert target["Arn"] == {"Fn::GetAtt": [slot_id, "Arn"]}
+    transformer = target["InputTransformer"]
+    assert transformer["InputPathsMap"] == {"detail": "$.detail"}
+    detail = {"status": "ABORTED", "input": json.dumps({"job_name": "rex", "run_id": "r1"})}
+    event = SlotEvent.model_validate_json(
+        transformer["InputTemplate"].replace("<detail>", json.dumps(detail))
+    )
+    assert (event.action, event.detail) == ("execution_ended", detail)
+
+
+def test_the_training_slot_lambda_may_only_touch_the_jobs_table_items(resources):
+    slot_id, function = functions_by_handler(resources)["lambdas.handlers.training_slot.handler"]
+    statements = role_statements(resources, function["Properties"]["Role"]["Fn::GetAtt"][0])
+    dynamodb = sorted(a for s in statements for a in actions(s) if a.startswith("dynamodb:"))
+    assert dynamodb == sorted(
+        [
+            "dynamodb:" + a
+            for a in ("GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query", "ConditionCheckItem")
+        ]
+    )
+    assert not any(a.startswith("s3:") for s in statements for a in actions(s))
 
 
 @pytest.mark.parametrize(

@@ -67,3 +67,16 @@ def test_defaults_outside_the_limits_stop_the_synth_naming_both_keys():
         settings_from_context({"default_min_images": 10, "limit_max_images": 5})
     with pytest.raises(ValueError, match="default_max_images is now a limit: set limit_max_images"):
         settings_from_context({"default_max_images": 50})
+
+
+def test_the_training_queue_is_set_by_its_own_context_keys():
+    queue = settings_from_context({}).training_queue
+    assert (queue.max_concurrent_training_jobs, queue.poll_seconds) == (2, 60)
+    queue = settings_from_context(
+        {"max_concurrent_training_jobs": "4", "training_slot_poll_seconds": 30, "quota_retry_attempts": 0}
+    ).training_queue
+    assert (queue.max_concurrent_training_jobs, queue.poll_seconds, queue.quota_retry_attempts) == (4, 30, 0)
+    with pytest.raises(ValueError, match="max_concurrent_training_jobs"):
+        settings_from_context({"max_concurrent_training_jobs": 0})
+    with pytest.raises(ValueError, match="training_slot_poll_seconds"):
+        settings_from_context({"training_slot_poll_seconds": -1})

@@ -104,7 +104,10 @@ def test_every_task_catches_everything_and_every_failure_reaches_a_notification(
             continue
         catches = states[name]["Catch"]
         assert catches and catches[0]["ErrorEquals"] == ["States.ALL"], name
-        if name != "NotifySuccess":
+        if name == "Train":  # requeued on a quota error, else to the failure notification
+            assert catches[0]["Next"] == "TrainingError"
+            assert reaches(states, states["Requeue?"]["Default"], FAILURE_SINKS)
+        elif name != "NotifySuccess":
             assert reaches(states, catches[0]["Next"], FAILURE_SINKS), name
     assert reaches(states, states["BatchValid?"]["Default"], FAILURE_SINKS)
     for sink in FAILURE_SINKS:
@@ -119,6 +122,29 @@ def test_the_batch_loop_waits_as_long_as_check_batch_says(states):
         "Next": "CheckBatch",
     }
     assert states["BatchReady?"]["Default"] == "WaitForUploads"
+
+
+def test_a_validated_run_waits_for_a_training_slot_before_any_request_is_built(states):
+    assert states["BatchValid?"]["Choices"][0]["Next"] == "EnterQueue"
+    assert states["EnterQueue"]["Result"] == {"quota_attempts": 0, "queued_ms": 0}
+    assert states["EnterQueue"]["Next"] == "AcquireTrainingSlot"
+    acquired = states["SlotAcquired?"]
+    assert acquired["Choices"][0]["Next"] == "BuildTrainingRequest"
+    assert acquired["Default"] == "WaitForTrainingSlot"
+    assert states["WaitForTrainingSlot"] == {
+        "Type": "Wait",
+        "SecondsPath": "$.slot.wait_seconds",
+        "Next": "AcquireTrainingSlot",
+    }
+
+
+def test_a_training_error_frees_the_slot_and_only_the_slot_step_decides_a_requeue(states):
+    requeue = states["Requeue?"]
+    assert requeue["Choices"][0]["Variable"] == "$.slot.requeue"
+    assert requeue["Choices"][0]["Next"] == "WaitBeforeRequeue"
+    assert states["WaitBeforeRequeue"]["Next"] == "AcquireTrainingSlot"
+    assert requeue["Default"] == "TrainFailed"
+    assert states["TrainFailed"]["Next"] == "RecordFailure"
 
 
 def test_notifications_are_published_per_protocol(states):

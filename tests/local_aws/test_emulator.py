@@ -48,7 +48,11 @@ def test_bucket_sends_events_to_eventbridge_and_the_rule_targets_the_upload_queu
 
     bucket = s3_backends["123456789012"]["aws"].get_bucket(aws.bucket)
     assert bucket.notification_configuration.event_bridge is not None
-    ((rule_id, rule),) = of_type(template, "AWS::Events::Rule").items()
+    ((rule_id, rule),) = [
+        (k, r)
+        for k, r in of_type(template, "AWS::Events::Rule").items()
+        if r["Properties"]["EventPattern"]["source"] == ["aws.s3"]
+    ]
     events = aws.boto3_client("events")
     deployed = events.describe_rule(Name=aws.resolver.ref(rule_id))
     assert json.loads(deployed["EventPattern"]) == aws.resolver.resolve(rule["Properties"]["EventPattern"])

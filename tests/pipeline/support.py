@@ -57,7 +57,7 @@ def upload_one_by_one(aws: LocalAws, job: str, files: dict[str, bytes]) -> list[
 
 
 def fake_trainer(aws: LocalAws, *, lora: bool = False):
-    """A runner that does what the trainer does at the end: model files first, manifest.json last."""
+    """A runner that does what the trainer does at the end: model files, manifest.json, _SUCCESS last."""
 
     def run(job: TrainingJobRequest) -> TrainingOutcome:
         bucket, prefix = s3_layout.split_s3_uri(job.model_output_s3_uri)
@@ -82,6 +82,7 @@ def fake_trainer(aws: LocalAws, *, lora: bool = False):
         s3.put_object(
             Bucket=bucket, Key=prefix + s3_layout.MANIFEST_FILENAME, Body=json.dumps(manifest).encode()
         )
+        s3.put_object(Bucket=bucket, Key=prefix + s3_layout.SUCCESS_MARKER_FILENAME, Body=b"")
         return TrainingOutcome("Completed", training_seconds=1200, billable_seconds=400)
 
     return run

@@ -68,6 +68,7 @@ def test_photos_become_a_model_and_the_notification_names_the_prefix_the_trainer
     assert payload["model"]["s3_prefix"] == request.model_output_s3_uri
     assert payload["model"]["diffusers_folder"] == model_prefix
     assert payload["model"]["samples"] == [model_prefix + "samples/0.png"]
+    assert payload["model"]["complete"] is True  # the runner wrote _SUCCESS last, as the trainer does
     assert payload["prompt"] == "a photo of sks person"
     assert payload["training"]["images"] == 3
     assert payload["durations"]["billable_seconds"] == 400
@@ -172,14 +173,18 @@ def test_an_invalid_batch_is_reported_file_by_file_and_no_job_is_created(aws, su
     assert "colour: unknown field" in problems["job.json"]
 
 
-def test_a_zero_gpu_quota_fails_once_and_says_how_to_raise_it(aws, subscriber, no_runner):
+def test_a_zero_gpu_quota_is_requeued_a_bounded_number_of_times_then_says_how_to_raise_it(
+    aws, subscriber, no_runner
+):
+    # FAST_CONTEXT: 3 requeues (the emulator's default), waiting 1 s, 2 s, 4 s.
     aws.reject_create_training_job(
         "ResourceLimitExceeded",
         "The account-level service limit 'ml.g4dn.xlarge for spot training job usage' is 0 Instances, with "
         "current utilization of 0 Instances and a request delta of 1 Instances.",
+        times=4,
     )
     upload_photos(aws, "no quota", 3)
-    (execution,) = aws.wait_for_runs("no quota")
+    (execution,) = aws.wait_for_runs("no quota", timeout=90)
     assert execution["status"] == "FAILED"
     assert requests_for(aws, "no quota") == []
     (message,) = subscriber.messages("no quota")
@@ -187,8 +192,20 @@ def test_a_zero_gpu_quota_fails_once_and_says_how_to_raise_it(aws, subscriber, n
     assert failure["kind"] == failures.QUOTA
     assert "'ml.g4dn.xlarge for spot training job usage'" in failure["reason"]
     assert any("Service Quotas" in line for line in failure["advice"])
-    train_attempts = [n for n in states_entered(aws, execution["executionArn"]) if n == "Train"]
-    assert train_attempts == ["Train"]
+    entered = states_entered(aws, execution["executionArn"])
+    assert [n for n in entered if n == "Train"] == ["Train"] * 4
+    assert [n for n in entered if n == "WaitBeforeRequeue"] == ["WaitBeforeRequeue"] * 3
+
+
+def test_a_quota_error_that_clears_while_requeued_ends_in_one_trained_model(aws, subscriber, trainer):
+    aws.reject_create_training_job(
+        "ResourceLimitExceeded", "limit 'ml.g4dn.xlarge for training' is 0", times=2
+    )
+    upload_photos(aws, "quota later", 3)
+    (execution,) = aws.wait_for_runs("quota later", timeout=90)
+    assert execution["status"] == "SUCCEEDED"
+    assert len(requests_for(aws, "quota later")) == 1
+    assert subscriber.messages("quota later")[0]["payload"]["status"] == "SUCCEEDED"
 
 
 def test_throttled_creates_are_retried_into_exactly_one_job(aws, subscriber, trainer):

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from dreambooth_trainer import entrypoint
+from dreambooth_trainer.family_fixtures import build_tiny_family_model
 from dreambooth_trainer.offline_fixtures import (
     build_tiny_base_model,
     write_sample_subject_images,
@@ -37,6 +38,13 @@ BASE_HYPERPARAMETERS = {
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_base_model(tmp_path_factory.mktemp("base") / "tiny-sd")
+
+
+@pytest.fixture(scope="session")
+def tiny_family_model(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """tiny_family_model("sdxl" | "flux" | "zimage") -> a tiny random-weight diffusers folder, built once."""
+    cache = tmp_path_factory.mktemp("families")
+    return lambda family: build_tiny_family_model(family, cache)
 
 
 @pytest.fixture(scope="session")

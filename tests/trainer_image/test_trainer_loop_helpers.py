@@ -30,6 +30,8 @@ def test_checkpoint_interval_in_steps_or_epochs() -> None:
     by_epochs = hp.model_copy(update={"save_use_epochs": True})
     assert checkpoint_interval(by_epochs, num_instance=10) == 15  # 3 epochs of 5 steps
     assert checkpoint_interval(hp.model_copy(update={"save_steps": 0}), 10) == 0
+    # By default a quarter of the run: the 400-step default gets checkpoints at 100, 200, 300 and 400.
+    assert checkpoint_interval(TrainingHyperparameters(instance_prompt="x"), num_instance=10) == 100
 
 
 def test_sigterm_interrupts_outside_the_loop_and_is_deferred_inside() -> None:

@@ -16,6 +16,7 @@ from moto import mock_aws
 from moto.server import ThreadedMotoServer
 
 from dreambooth_trainer import job as job_module
+from dreambooth_trainer.errors import ModelUploadError
 from dreambooth_trainer.offline_fixtures import write_sample_subject_images
 from dreambooth_trainer.s3_upload import MANIFEST_NAME, parse_s3_uri, upload_class_images, upload_model_folder
 
@@ -55,8 +56,11 @@ def test_upload_sends_every_file_then_the_manifest(tmp_path: Path, aws_env) -> N
     with mock_aws():
         client = boto3.client("s3")
         client.create_bucket(Bucket="models")
-        calls: list[str] = []
-        client.meta.events.register("before-call.s3", lambda model, **_: calls.append(model.name))
+        calls: list[tuple[str, str]] = []
+        client.meta.events.register(
+            "before-parameter-build.s3",
+            lambda model, params, **_: calls.append((model.name, params.get("Key", ""))),
+        )
         manifest = upload_model_folder(
             tmp_path,
             "s3://models/jobs/sks",
@@ -71,10 +75,13 @@ def test_upload_sends_every_file_then_the_manifest(tmp_path: Path, aws_env) -> N
         "jobs/sks/model_index.json": 2,
         "jobs/sks/unet/weights.safetensors": 6 * 2**20,
         "jobs/sks/manifest.json": keys["jobs/sks/manifest.json"],
+        "jobs/sks/_SUCCESS": 0,
     }
-    # The transfer manager at work, and the manifest written last: its presence means "complete".
-    assert "CreateMultipartUpload" in upload_calls and "CompleteMultipartUpload" in upload_calls
-    assert upload_calls[-1] == "PutObject"
+    # The transfer manager at work; a stale marker removed first; the manifest, then _SUCCESS, last.
+    names = [name for name, _ in upload_calls]
+    assert "CreateMultipartUpload" in names and "CompleteMultipartUpload" in names
+    assert upload_calls[0] == ("DeleteObject", "jobs/sks/_SUCCESS")
+    assert upload_calls[-2:] == [("PutObject", "jobs/sks/manifest.json"), ("PutObject", "jobs/sks/_SUCCESS")]
     assert stored == manifest
     assert stored["kind"] == "full" and stored["prompt"] == "a sks dog"
     assert stored["files"] == [
@@ -184,3 +191,140 @@ def test_generated_class_images_are_shared_before_training(new_job, aws_env, mon
     (generated,) = sorted((job.checkpoints_dir / "class_images").glob("class-*.png"))
     digest = hashlib.sha256(generated.read_bytes()).hexdigest()[:16]
     assert stored == [f"class-images/0123456789abcdef/test-job-{digest}.png"]
+
+
+# --- retries and failures -----------------------------------------------------------------------------------
+
+
+def _model_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "model"
+    (folder / "unet").mkdir(parents=True)
+    (folder / "unet" / "weights.safetensors").write_bytes(b"\1" * 1000)
+    (folder / "model_index.json").write_text("{}")
+    return folder
+
+
+class FlakyTransfers:
+    """The real (moto) client, whose transfer manager fails with `code` the first `failures` times."""
+
+    def __init__(self, client, failures: int, code: str = "SlowDown") -> None:
+        self._client, self.failures, self.code, self.calls = client, failures, code, 0
+
+    def upload_file(self, filename, bucket, key, **kwargs):
+        from boto3.exceptions import S3UploadFailedError
+        from botocore.exceptions import ClientError
+
+        self.calls += 1
+        if self.calls <= self.failures:
+            error = ClientError(
+                {"Error": {"Code": self.code, "Message": "Please reduce your request rate."}}, "UploadPart"
+            )
+            try:
+                raise error
+            except ClientError as exc:  # how boto3's transfer manager reports it
+                raise S3UploadFailedError(f"Failed to upload {filename} to {bucket}/{key}: {exc}")  # noqa: B904
+        return self._client.upload_file(filename, bucket, key, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._client, name)
+
+
+class _Raw:
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+
+    def stream(self, **_):
+        yield self.body
+
+
+def test_the_client_retries_each_request_in_standard_mode(tmp_path: Path, aws_env) -> None:
+    from dreambooth_trainer.s3_upload import CLIENT_MAX_ATTEMPTS, s3_client
+
+    with mock_aws():
+        client = s3_client()
+        assert client.meta.config.retries == {"mode": "standard", "total_max_attempts": CLIENT_MAX_ATTEMPTS}
+        client.create_bucket(Bucket="models")
+        sends: list[int] = []
+
+        def unavailable_twice(request, **_):
+            from botocore.awsrequest import AWSResponse
+
+            sends.append(1)
+            if len(sends) <= 2:
+                body = b"<Error><Code>ServiceUnavailable</Code><Message>try again</Message></Error>"
+                return AWSResponse(request.url, 503, {}, _Raw(body))
+            return None
+
+        client.meta.events.register("before-send.s3.PutObject", unavailable_twice)
+        client.put_object(Bucket="models", Key="k", Body=b"x")
+        assert client.get_object(Bucket="models", Key="k")["Body"].read() == b"x"
+    assert len(sends) == 3  # two 503s, retried by botocore, then the real request
+
+
+def test_a_transient_transfer_failure_is_retried_with_backoff(tmp_path: Path, aws_env, caplog) -> None:
+    folder = _model_folder(tmp_path)
+    delays: list[float] = []
+    with mock_aws():
+        client = boto3.client("s3")
+        client.create_bucket(Bucket="models")
+        flaky = FlakyTransfers(client, failures=2)
+        with caplog.at_level(logging.WARNING):
+            manifest = upload_model_folder(folder, "s3://models/m/", {}, client=flaky, sleep=delays.append)
+        keys = sorted(o["Key"] for o in client.list_objects_v2(Bucket="models")["Contents"])
+    assert delays == [2.0, 4.0]  # exponential backoff
+    assert "transient S3 error SlowDown" in caplog.text
+    assert keys == ["m/_SUCCESS", "m/manifest.json", "m/model_index.json", "m/unet/weights.safetensors"]
+    assert len(manifest["files"]) == 2
+
+
+def test_transient_failures_that_do_not_stop_fail_with_the_error_named(tmp_path: Path, aws_env) -> None:
+    folder = _model_folder(tmp_path)
+    delays: list[float] = []
+    with mock_aws():
+        client = boto3.client("s3")
+        client.create_bucket(Bucket="models")
+        with pytest.raises(ModelUploadError, match="failed after 4 attempts with S3 error SlowDown"):
+            upload_model_folder(
+                folder, "s3://models/m/", {}, client=FlakyTransfers(client, 99), sleep=delays.append
+            )
+        keys = [o["Key"] for o in client.list_objects_v2(Bucket="models").get("Contents", [])]
+    assert delays == [2.0, 4.0, 8.0]
+    assert "m/_SUCCESS" not in keys and "m/manifest.json" not in keys
+
+
+def test_a_permanent_failure_is_not_retried(tmp_path: Path, aws_env) -> None:
+    delays: list[float] = []
+    with mock_aws():
+        client = boto3.client("s3")
+        with pytest.raises(ModelUploadError, match="S3 error NoSuchBucket") as failure:
+            upload_model_folder(
+                _model_folder(tmp_path), "s3://missing/m/", {}, client=client, sleep=delays.append
+            )
+    assert delays == [] and "after" not in str(failure.value)
+
+
+def test_a_stale_success_marker_is_removed_before_uploading_again(tmp_path: Path, aws_env) -> None:
+    with mock_aws():
+        client = boto3.client("s3")
+        client.create_bucket(Bucket="models")
+        client.put_object(Bucket="models", Key="m/_SUCCESS", Body=b"")
+        with pytest.raises(ModelUploadError):
+            upload_model_folder(
+                _model_folder(tmp_path),
+                "s3://models/m/",
+                {},
+                client=FlakyTransfers(client, 99),
+                sleep=lambda _: None,
+            )
+        keys = [o["Key"] for o in client.list_objects_v2(Bucket="models").get("Contents", [])]
+    assert "m/_SUCCESS" not in keys  # a consumer no longer sees the half-replaced model as complete
+
+
+def test_a_job_whose_upload_fails_says_so_in_the_failure_file(new_job, aws_env) -> None:
+    job = new_job(
+        {"training_method": "lora", "num_samples": "0", "model_output_s3_uri": "s3://no-such-bucket/m/"}
+    )
+    with mock_aws():
+        assert job.run() == 1
+    assert job.failure.startswith("could not upload the model: ")
+    assert "S3 error NoSuchBucket" in job.failure

@@ -122,7 +122,7 @@ def test_lora_exports_a_file_that_load_lora_weights_loads(new_job, tiny_model) -
     assert (unet_after - unet_before).abs().max() > 1e-4
 
 
-def test_prior_preservation_generates_exactly_the_missing_class_images(new_job, caplog) -> None:
+def test_prior_preservation_generates_exactly_the_missing_class_images(new_job, caplog, capsys) -> None:
     job = new_job(
         {
             "with_prior_preservation": "true",
@@ -143,6 +143,13 @@ def test_prior_preservation_generates_exactly_the_missing_class_images(new_job, 
     assert "class images: 2 usable found, 5 wanted, 3 to generate" in caplog.text
     assert "class images=5" in caplog.text  # the loop trains on all of them
     assert json.loads((job.model_dir / "dreambooth.json").read_text())["class_images"] == 5
+    # The loop weighs the class-image loss with prior_loss_weight (0.5): loss = instance + 0.5 * prior.
+    metrics = _metric_lines(capsys.readouterr().out)
+    assert metrics and all(m["train:prior_loss"] > 0 for m in metrics)
+    for m in metrics:
+        assert m["train:loss"] == pytest.approx(
+            m["train:instance_loss"] + 0.5 * m["train:prior_loss"], abs=2e-6
+        )
 
     # A restarted job (same checkpoints folder) finds them and generates none.
     caplog.clear()
@@ -209,10 +216,15 @@ def test_resume_from_checkpoint_matches_an_uninterrupted_run(new_job, caplog) ->
     settings = {"max_train_steps": "6", "save_steps": "4", "output_dtype": "fp32", "center_crop": "false"}
     uninterrupted = new_job(settings)
     assert uninterrupted.run() == 0
-    assert [p.name for p in uninterrupted.checkpoints_dir.iterdir()] == ["step-00000004"]
+    # The periodic checkpoint and the one after the last step, both kept.
+    assert sorted(p.name for p in uninterrupted.checkpoints_dir.iterdir()) == [
+        "step-00000004",
+        "step-00000006",
+    ]
 
     resumed = new_job(settings)
-    shutil.copytree(uninterrupted.checkpoints_dir, resumed.checkpoints_dir)  # what SageMaker restores
+    step_4 = uninterrupted.checkpoints_dir / "step-00000004"
+    shutil.copytree(step_4, resumed.checkpoints_dir / step_4.name)  # what SageMaker restores after a reclaim
     with caplog.at_level(logging.INFO):
         assert resumed.run() == 0
     assert "at step 4 of 6" in caplog.text
@@ -233,7 +245,8 @@ def test_checkpoint_from_other_settings_is_refused(new_job) -> None:
 
 
 def test_sigterm_saves_a_checkpoint_fails_honestly_and_the_restart_resumes(new_job, caplog) -> None:
-    job = new_job({"max_train_steps": "100000", "logging_steps": "1", "training_method": "lora"})
+    settings = {"training_method": "lora", "save_steps": "0", "sigterm_save_min_steps": "1"}
+    job = new_job({**settings, "max_train_steps": "100000", "logging_steps": "1"})
     env = {**os.environ, "SAGEMAKER_BASE_DIR": str(job.base), "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen(
         [sys.executable, "-m", "dreambooth_trainer", "train"],
@@ -259,7 +272,7 @@ def test_sigterm_saves_a_checkpoint_fails_honestly_and_the_restart_resumes(new_j
     assert stopped_at >= 1 and not (job.model_dir / "pytorch_lora_weights.safetensors").exists()
 
     # The restarted job (same checkpoints) continues from there and finishes.
-    job.write_hyperparameters({"max_train_steps": str(stopped_at + 2), "training_method": "lora"})
+    job.write_hyperparameters({**settings, "max_train_steps": str(stopped_at + 2)})
     with caplog.at_level(logging.INFO):
         assert job.run() == 0
     assert f"at step {stopped_at} of {stopped_at + 2}" in caplog.text

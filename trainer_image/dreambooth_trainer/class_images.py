@@ -39,7 +39,7 @@ def generate_class_images(
     if count <= 0:
         return []
     folder.mkdir(parents=True, exist_ok=True)
-    pipe = assemble_pipeline(parts)
+    pipe = parts.pipeline if hasattr(parts, "pipeline") else assemble_pipeline(parts)  # a FamilyModel has one
     pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     start = _next_index(folder)

@@ -7,6 +7,7 @@ does not decode is skipped with a line naming it, so one stray file never kills 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,9 @@ CAPTION_SUFFIX = ".txt"
 # Files that are never images and not worth a "skipping" line; job.json is the service's job spec, which
 # lies in the upload folder the images channel is made from.
 _IGNORED_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini", "job.json"}
+
+
+Fit = Callable[[Image.Image], np.ndarray]  # an RGB image -> (H, W, 3) uint8 training pixels
 
 
 @dataclass(frozen=True)
@@ -65,8 +69,13 @@ def square_crop(
     return np.asarray(image.crop((left, top, left + resolution, top + resolution)), dtype=np.uint8).copy()
 
 
-def load_image(path: Path, resolution: int, center_crop: bool, rng: np.random.Generator) -> np.ndarray:
-    return square_crop(to_rgb(decode_image(path)), resolution, center_crop, rng)
+def load_image(
+    path: Path, resolution: int, center_crop: bool, rng: np.random.Generator, fit: Fit | None = None
+) -> np.ndarray:
+    image = decode_image(path)  # every pixel now: a truncated file fails here, not mid-training
+    if fit is not None:  # e.g. aspect-ratio buckets instead of the square crop
+        return fit(to_rgb(image))
+    return square_crop(to_rgb(image), resolution, center_crop, rng)
 
 
 def _caption_for(path: Path) -> str | None:
@@ -92,7 +101,7 @@ def _candidate_files(folders: list[Path]) -> list[Path]:
 
 
 def load_images(
-    folders: list[Path], resolution: int, center_crop: bool, seed: int
+    folders: list[Path], resolution: int, center_crop: bool, seed: int, fit: Fit | None = None
 ) -> tuple[list[TrainingImage], list[tuple[Path, str]]]:
     """Every decodable image under the folders (sorted, recursive), and (path, reason) per skipped file."""
     rng = np.random.default_rng(seed)
@@ -100,7 +109,7 @@ def load_images(
     skipped: list[tuple[Path, str]] = []
     for path in _candidate_files(folders):
         try:
-            pixels = load_image(path, resolution, center_crop, rng)
+            pixels = load_image(path, resolution, center_crop, rng, fit)
         except DECODE_ERRORS as exc:
             reason = decode_failure(exc)
         else:

@@ -2,7 +2,8 @@
 /opt/ml/output/failure.
 
 Exit codes: 0 done, 1 unexpected error, 2 bad input (hyperparameters, data, base model), 143 stopped by
-SIGTERM (state saved to /opt/ml/checkpoints when the loop was running), 130 interrupted by SIGINT.
+SIGTERM (a restart resumes from the newest verified checkpoint in /opt/ml/checkpoints), 130 interrupted by
+SIGINT.
 """
 
 from __future__ import annotations

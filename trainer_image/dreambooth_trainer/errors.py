@@ -37,3 +37,9 @@ class SampleRenderingError(TrainerError):
     """The sample images could not be rendered after training: the job fails rather than ship without them."""
 
     exit_code = 1
+
+
+class ModelUploadError(TrainerError):
+    """The trained model could not be uploaded to model_output_s3_uri (the S3 error is named)."""
+
+    exit_code = 1

@@ -71,6 +71,12 @@ class TrainingHyperparameters(BaseModel):
     )
 
     # --- How to learn ---
+    subject_type: Literal["person", "pet", "object", "style"] | None = Field(
+        None,
+        description="What the photos show; picks defaults for steps per image, learning rates, prior"
+        " preservation, class prompt and images, text-encoder training (table in the trainer README);"
+        " explicit values win",
+    )
     training_method: Literal["full", "lora"] = Field(
         "full", description="Full UNet fine-tune or LoRA adapters"
     )
@@ -84,8 +90,15 @@ class TrainingHyperparameters(BaseModel):
         1, ge=1, description="Instance images per step (as many class images again)"
     )
     gradient_accumulation_steps: int = Field(1, ge=1, description="Micro-batches per optimizer step")
-    max_train_steps: int = Field(400, ge=1, description="Optimizer steps")
-    learning_rate: float = Field(5e-6, gt=0, description="UNet learning rate")
+    max_train_steps: int = Field(
+        400, ge=1, description="Optimizer steps; with subject_type: steps per image x images, within 400-2000"
+    )
+    learning_rate: float = Field(
+        5e-6,
+        gt=0,
+        description="UNet learning rate; default 5e-6 for full, 1e-4 for LoRA (diffusers' reference"
+        " scripts), or subject_type's",
+    )
     text_encoder_learning_rate: float | None = Field(None, gt=0, description="Default: learning_rate")
     lr_scheduler: Literal[
         "constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial"
@@ -108,14 +121,27 @@ class TrainingHyperparameters(BaseModel):
     gradient_checkpointing: bool = Field(False, description="Trade compute for activation memory")
     use_8bit_adam: bool = Field(False, description="bitsandbytes 8-bit AdamW")
     attention: Literal["sdpa", "xformers"] = Field(
-        "sdpa", description="sdpa (PyTorch, default) or xformers when installed and on CUDA"
+        "sdpa",
+        description="sdpa (PyTorch, default) or xformers (only when asked for, installed and on CUDA;"
+        " falls back to sdpa if it fails to switch on)",
     )
     not_cache_latents: bool = Field(False, description="Encode images every step instead of once")
     auto_vram_presets: bool = Field(True, description="Adjust memory settings to the detected GPU")
     num_threads: int | None = Field(None, ge=1, description="CPU threads for torch")
 
     # --- Checkpoints, logs, output ---
-    save_steps: int = Field(500, ge=0, description="Checkpoint interval for spot resume; 0: only on SIGTERM")
+    save_steps: int | None = Field(
+        None,
+        ge=0,
+        description="Checkpoint interval for spot resume (also saved after the last step); default: a quarter"
+        " of max_train_steps; 0: no checkpoints except on SIGTERM",
+    )
+    sigterm_save_min_steps: int = Field(
+        10,
+        ge=1,
+        description="On SIGTERM, save only if the newest checkpoint is at least this many steps old (and the"
+        " save fits SageMaker's 120 s window); otherwise exit and resume from the newest checkpoint",
+    )
     save_use_epochs: bool = Field(False, description="Count save_steps in epochs instead of steps")
     logging_steps: int = Field(10, ge=1, description="Steps per metrics log line")
     output_dtype: Literal["fp16", "bf16", "fp32"] = Field("fp16", description="Precision of exported weights")
@@ -137,7 +163,9 @@ class TrainingHyperparameters(BaseModel):
         1, ge=1, description="Fewer usable instance images than this fails the job"
     )
 
-    @field_validator("mixed_precision", "attention", "training_method", "lr_scheduler", mode="before")
+    @field_validator(
+        "mixed_precision", "attention", "training_method", "lr_scheduler", "subject_type", mode="before"
+    )
     @classmethod
     def _normalise_choice(cls, value: Any) -> Any:
         if not isinstance(value, str):
@@ -179,7 +207,11 @@ class TrainingHyperparameters(BaseModel):
     @model_validator(mode="after")
     def _consistent(self) -> TrainingHyperparameters:
         if self.with_prior_preservation and not self.class_prompt:
-            raise ValueError("with_prior_preservation needs class_prompt")
+            from .subject_defaults import PROFILES
+
+            profile = PROFILES.get(self.subject_type or "")
+            if not (profile and profile.class_prompt):
+                raise ValueError("with_prior_preservation needs class_prompt")
         return self
 
     @property
@@ -191,13 +223,18 @@ class TrainingHyperparameters(BaseModel):
         return self.text_encoder_learning_rate or self.learning_rate
 
     def to_sagemaker_strings(self, include_defaults: bool = False) -> dict[str, str]:
-        """HyperParameters for CreateTrainingJob: string values that `parse_hyperparameters` reads back."""
+        """HyperParameters for CreateTrainingJob: string values that `parse_hyperparameters` reads back.
+
+        A value set explicitly is kept even when it equals the field default: some defaults depend on other
+        settings (learning_rate on training_method), so an explicit 5e-6 for LoRA must reach the trainer.
+        """
         out: dict[str, str] = {}
         for name, field in type(self).model_fields.items():
             value = getattr(self, name)
             if value is None:
                 continue
-            if not include_defaults and not field.is_required() and value == field.default:
+            default = not field.is_required() and value == field.default
+            if not include_defaults and default and name not in self.model_fields_set:
                 continue
             out[name] = _to_string(value)
         return out

@@ -19,13 +19,15 @@ from .class_images import generate_class_images
 from .data import TrainingImage, load_images, require_images
 from .errors import BaseModelError, TrainingDataError
 from .export import TRAINING_RECORD, export_model
+from .families.registry import family_of_base_model, resolve_alias
 from .hyperparameters import HyperparameterError, TrainingHyperparameters
-from .loop import HALF, LoopResult, train
+from .loop import HALF, LoopResult, check_prediction_type, train
 from .model_loading import ModelParts, load_model_parts, resolve_base_model
 from .s3_upload import MANIFEST_NAME, upload_class_images, upload_model_folder
 from .sagemaker_contract import SageMakerPaths, StopSignal, job_name
 from .samples import render_samples
 from .single_file import SingleFileExportError, check_supported
+from .subject_defaults import apply_subject_defaults
 from .vram_presets import apply_vram_presets
 
 log = logging.getLogger(__name__)
@@ -162,9 +164,6 @@ def run_job(
     if hp.num_threads:
         torch.set_num_threads(hp.num_threads)
     quiet_libraries()
-    hp, changes = apply_vram_presets(hp, detect_vram_gb())
-    for line in changes:
-        log.info(line)
 
     stop.phase = "reading the instance images"
     instance_dirs = (
@@ -173,10 +172,24 @@ def run_job(
     instance, skipped = load_images(instance_dirs, hp.resolution, hp.center_crop, hp.seed)
     require_images(instance, skipped, instance_dirs, hp.min_instance_images, "instance")
     log.info("instance images: %d usable, %d skipped", len(instance), len(skipped))
+    # Defaults that depend on the method, the subject and the photo count; then what the GPU can hold.
+    hp, defaults = apply_subject_defaults(hp, len(instance))
+    hp, changes = apply_vram_presets(hp, detect_vram_gb())
+    for line in defaults + changes:
+        log.info(line)
 
     stop.phase = "loading the base model"
-    parts = load_model_parts(resolve_base_model(hp, paths))
+    hp = hp.model_copy(
+        update={"pretrained_model_name_or_path": resolve_alias(hp.pretrained_model_name_or_path)}
+    )
+    source = resolve_base_model(hp, paths)
+    if (family := family_of_base_model(source)) != "sd":  # SDXL, FLUX.1, Z-Image: see families/
+        from .families.job import run_family_job
+
+        return run_family_job(family, source, hp, paths, stop)
+    parts = load_model_parts(source)
     check_resolution(hp, parts)
+    check_prediction_type(parts.noise_scheduler.config.prediction_type)
     check_single_file_export(hp, parts)
     class_images: list[TrainingImage] = []
     generated: list[Path] = []

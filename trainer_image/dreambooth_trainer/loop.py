@@ -22,9 +22,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .checkpointing import latest_checkpoint, load_checkpoint, save_checkpoint, trainable_parameters
+from .checkpointing import (
+    CheckpointStore,
+    default_checkpoint_interval,
+    sigterm_save_decision,
+    trainable_parameters,
+)
 from .data import TrainingImage
-from .errors import TrainingStopped
+from .errors import BaseModelError, TrainingStopped
 from .hyperparameters import TrainingHyperparameters
 from .metrics import format_metrics_line, format_summary_line
 from .model_loading import ModelParts
@@ -35,6 +40,7 @@ log = logging.getLogger(__name__)
 UNET_LORA_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
 TEXT_ENCODER_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
 HALF = {"fp16": torch.float16, "bf16": torch.bfloat16}
+PREDICTION_TYPES = ("epsilon", "v_prediction")
 
 
 @dataclass
@@ -56,18 +62,27 @@ def effective_mixed_precision(requested: str, cuda: bool) -> str:
     if requested != "no" and not cuda:
         log.warning("mixed_precision=%s needs a CUDA GPU; none here, so training runs in fp32", requested)
         return "no"
-    if requested == "bf16" and not torch.cuda.is_bf16_supported():
-        log.warning("mixed_precision=bf16 is not supported by this GPU; using fp16")
+    # torch counts emulated bf16 (a T4 says yes, then runs it slowly): ask for native support only.
+    if requested == "bf16" and not torch.cuda.is_bf16_supported(including_emulation=False):
+        log.warning("mixed_precision=bf16 is not supported natively by this GPU; using fp16")
         return "fp16"
     return requested
 
 
 def configure_attention(unet: torch.nn.Module, choice: str) -> str:
-    """xformers only when installed, asked for and on CUDA; otherwise diffusers' default, PyTorch SDPA."""
+    """PyTorch SDPA (diffusers' default) unless xformers is asked for, installed and on CUDA; an xformers
+    that fails to switch on (version mismatch, unsupported GPU) falls back to SDPA instead of failing."""
     if choice == "xformers":
         installed = importlib.util.find_spec("xformers") is not None
         if installed and torch.cuda.is_available():
-            unet.enable_xformers_memory_efficient_attention()
+            try:
+                unet.enable_xformers_memory_efficient_attention()
+            except Exception as exc:  # noqa: BLE001 - any failure here has the same remedy
+                from diffusers.models.attention_processor import AttnProcessor2_0
+
+                unet.set_attn_processor(AttnProcessor2_0())
+                log.warning("attention: xformers failed to switch on (%s); using PyTorch SDPA", exc)
+                return "sdpa"
             log.info("attention: xformers")
             return "xformers"
         log.info(
@@ -126,7 +141,68 @@ def micro_step_generator(seed: int, micro_step: int, device: torch.device) -> to
     return torch.Generator(device=device).manual_seed(seed * 1_000_003 + micro_step)
 
 
+def check_prediction_type(prediction_type: str) -> None:
+    if prediction_type not in PREDICTION_TYPES:
+        raise BaseModelError(
+            f"the base model's scheduler has prediction_type '{prediction_type}', which this trainer "
+            f"does not train ({' or '.join(PREDICTION_TYPES)}); use a base model whose scheduler "
+            "predicts one of them"
+        )
+
+
+def training_target(
+    noise_scheduler: Any,
+    prediction_type: str,
+    latents: torch.Tensor,
+    noise: torch.Tensor,
+    timesteps: torch.Tensor,
+) -> torch.Tensor:
+    """What the UNet should predict: the noise (epsilon) or the velocity (v-prediction, SD 2.x 768)."""
+    if prediction_type == "epsilon":
+        return noise
+    if prediction_type == "v_prediction":
+        return noise_scheduler.get_velocity(latents, noise, timesteps)
+    check_prediction_type(prediction_type)  # raises
+    raise AssertionError("unreachable")
+
+
+def dreambooth_loss(
+    model_pred: torch.Tensor, target: torch.Tensor, *, with_prior: bool, prior_loss_weight: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(loss, instance loss, prior loss) of one micro-batch, in fp32.
+
+    With prior preservation the batch is the instance images followed by as many class images:
+    loss = MSE(instance half) + prior_loss_weight * MSE(class half).
+    """
+    if with_prior:
+        pred_instance, pred_class = model_pred.float().chunk(2)
+        target_instance, target_class = target.float().chunk(2)
+        instance_loss = F.mse_loss(pred_instance, target_instance)
+        prior_loss = F.mse_loss(pred_class, target_class)
+        return instance_loss + prior_loss_weight * prior_loss, instance_loss, prior_loss
+    loss = F.mse_loss(model_pred.float(), target.float())
+    return loss, loss, torch.zeros((), device=loss.device)
+
+
+def optimizer_step(
+    accelerator: Any, optimizer: Any, lr_scheduler: Any, ema: Any, unet: torch.nn.Module
+) -> bool:
+    """One optimizer step; False when the fp16 grad scaler skipped it for overflow. The scheduler, prepared
+    by accelerate, then does not advance either, and neither does the EMA (it would average a stale copy)."""
+    optimizer.step()
+    lr_scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    if accelerator.optimizer_step_was_skipped:
+        return False
+    if ema is not None:
+        ema.step(accelerator.unwrap_model(unet).parameters())
+    return True
+
+
 def checkpoint_interval(hp: TrainingHyperparameters, num_instance: int) -> int:
+    """Steps between checkpoints: save_steps (epochs with save_use_epochs); default a quarter of the run."""
+    if hp.save_steps is None:
+        return default_checkpoint_interval(hp.max_train_steps)
     if hp.save_steps == 0:
         return 0
     if not hp.save_use_epochs:
@@ -143,6 +219,28 @@ def checkpoint_fingerprint(hp: TrainingHyperparameters, parts: ModelParts) -> di
         "lora_alpha": hp.effective_lora_alpha,
         "base": f"{parts.source.kind}:{Path(parts.source.location).name}",  # by name: re-runs elsewhere match
     }
+
+
+def stop_checkpoint(
+    store: CheckpointStore | None, step: int, hp: TrainingHyperparameters, stop: StopSignal
+) -> str:
+    """On SIGTERM: save only when it is worth it and fits SageMaker's window; say what a restart gets."""
+    if store is None:
+        return "no checkpoint folder, a restart starts over"
+    save, why = sigterm_save_decision(
+        step,
+        store.newest_step,
+        min_new_steps=hp.sigterm_save_min_steps,
+        estimated_save_seconds=store.estimated_save_seconds(),
+        seconds_since_signal=stop.seconds_since_request(),
+    )
+    log.info("%s: %s checkpoint (%s)", stop.signal_name or "stop", "saving a" if save else "no new", why)
+    if save:
+        store.save(step)
+    newest = store.newest_step
+    if newest is None:
+        return "no checkpoint yet, a restart starts over"
+    return f"a restarted job resumes from the checkpoint at step {newest}"
 
 
 # --- the loop -----------------------------------------------------------------------------------------------
@@ -286,9 +384,11 @@ def train(
         power=hp.lr_power,
     )
     if train_text_encoder:
-        unet, text_encoder, optimizer = accelerator.prepare(unet, text_encoder, optimizer)
+        unet, text_encoder, optimizer, lr_scheduler = accelerator.prepare(
+            unet, text_encoder, optimizer, lr_scheduler
+        )
     else:
-        unet, optimizer = accelerator.prepare(unet, optimizer)
+        unet, optimizer, lr_scheduler = accelerator.prepare(unet, optimizer, lr_scheduler)
     ema = None
     if hp.use_ema and not lora:
         ema = EMAModel(accelerator.unwrap_model(unet).parameters())
@@ -296,27 +396,29 @@ def train(
     elif hp.use_ema:
         log.info("use_ema ignored: it applies to full fine-tuning, not LoRA adapters")
 
-    # Resume from the newest complete checkpoint (a restarted spot job finds it restored by SageMaker).
-    fingerprint = checkpoint_fingerprint(hp, parts)
-    state_modules = {name: accelerator.unwrap_model(module) for name, module in trained.items()}
-    checkpoint_kwargs = dict(
-        modules=state_modules,
-        optimizer=optimizer,
-        lr_scheduler=lr_scheduler,
-        scaler=accelerator.scaler,
-        ema=ema,
-        fingerprint=fingerprint,
-    )
+    # Resume from the newest verified checkpoint (a restarted spot job finds it restored by SageMaker).
+    store = None
     start_step = 0
-    if checkpoint_dir is not None and (found := latest_checkpoint(checkpoint_dir)) is not None:
-        start_step = load_checkpoint(found, **checkpoint_kwargs)
-        if ema is not None:
-            ema.to(device)
-        log.info("resumed from checkpoint %s at step %d of %d", found, start_step, hp.max_train_steps)
-    save_every = checkpoint_interval(hp, len(instance)) if checkpoint_dir is not None else 0
+    if checkpoint_dir is not None:
+        store = CheckpointStore(
+            Path(checkpoint_dir),
+            modules={name: accelerator.unwrap_model(module) for name, module in trained.items()},
+            optimizer=optimizer,
+            lr_scheduler=lr_scheduler,
+            fingerprint=checkpoint_fingerprint(hp, parts),
+            scaler=accelerator.scaler,
+            ema=ema,
+        )
+        start_step = store.resume()
+        if start_step:
+            if ema is not None:
+                ema.to(device)
+            log.info("resuming at step %d of %d", start_step, hp.max_train_steps)
+    save_every = checkpoint_interval(hp, len(instance)) if store is not None else 0
 
     noise_scheduler = parts.noise_scheduler
     prediction_type = noise_scheduler.config.prediction_type
+    check_prediction_type(prediction_type)
     num_timesteps = noise_scheduler.config.num_train_timesteps
 
     def latents_for(name: str, rows: list[int], generator: torch.Generator) -> torch.Tensor:
@@ -368,28 +470,16 @@ def train(
                 noisy_latents = noise_scheduler.add_noise(latents, noise, timesteps)
                 encoder_hidden_states = prompt_embeddings[rows] if cache_text else encode_prompts(rows)
                 model_pred = unet(noisy_latents, timesteps, encoder_hidden_states, return_dict=False)[0]
-                if prediction_type == "v_prediction":
-                    target = noise_scheduler.get_velocity(latents, noise, timesteps)
-                else:
-                    target = noise
-                if prior:
-                    pred_instance, pred_class = model_pred.float().chunk(2)
-                    target_instance, target_class = target.float().chunk(2)
-                    instance_loss = F.mse_loss(pred_instance, target_instance)
-                    prior_loss = F.mse_loss(pred_class, target_class)
-                    loss = instance_loss + hp.prior_loss_weight * prior_loss
-                else:
-                    instance_loss = loss = F.mse_loss(model_pred.float(), target.float())
-                    prior_loss = torch.zeros((), device=device)
+                target = training_target(noise_scheduler, prediction_type, latents, noise, timesteps)
+                loss, instance_loss, prior_loss = dreambooth_loss(
+                    model_pred, target, with_prior=prior, prior_loss_weight=hp.prior_loss_weight
+                )
                 accelerator.backward(loss / accumulation)
                 interval_losses += torch.stack([loss, instance_loss, prior_loss]).detach() / accumulation
             if hp.max_grad_norm:
                 accelerator.clip_grad_norm_(list(params.values()), hp.max_grad_norm)
-            optimizer.step()
-            lr_scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            if ema is not None:
-                ema.step(accelerator.unwrap_model(unet).parameters())
+            if not optimizer_step(accelerator, optimizer, lr_scheduler, ema, unet):
+                log.info("step %d: fp16 overflow, the grad scaler skipped the update", global_step + 1)
             global_step += 1
             interval_steps += 1
             step_end_times.append(time.perf_counter())
@@ -413,14 +503,14 @@ def train(
                 interval_losses.zero_()
                 interval_start, interval_steps = time.perf_counter(), 0
 
-            periodic = save_every and global_step % save_every == 0 and global_step < hp.max_train_steps
-            if (periodic or stop.requested) and checkpoint_dir is not None:
-                save_checkpoint(checkpoint_dir, global_step, **checkpoint_kwargs)
+            # Periodic checkpoints, and one after the last step: a reclaim during samples, export or upload
+            # then resumes with nothing left to train.
+            if save_every and (global_step % save_every == 0 or global_step == hp.max_train_steps):
+                store.save(global_step)
             if stop.requested:
-                saved = f"; checkpoint saved in {checkpoint_dir}, a restarted job resumes from it"
                 raise TrainingStopped(
                     f"stopped by {stop.signal_name or 'a stop request'} at step {global_step} of "
-                    f"{hp.max_train_steps}{saved if checkpoint_dir is not None else ''}"
+                    f"{hp.max_train_steps}; {stop_checkpoint(store, global_step, hp, stop)}"
                 )
 
     train_seconds = time.perf_counter() - train_start

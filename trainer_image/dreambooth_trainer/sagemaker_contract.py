@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,12 +111,18 @@ class StopSignal:
 
     def __init__(self) -> None:
         self.requested = False
+        self.requested_at = 0.0  # time.monotonic() when the signal arrived
         self.signal_name = ""
         self.phase = "starting"  # what the job is doing, for the failure reason
         self._deferred = 0
         self._previous: dict[int, object] = {}
 
+    def seconds_since_request(self) -> float:
+        return time.monotonic() - self.requested_at if self.requested else 0.0
+
     def _handle(self, signum: int, _frame: object) -> None:
+        if not self.requested:
+            self.requested_at = time.monotonic()
         self.requested = True
         self.signal_name = signal.Signals(signum).name
         if not self._deferred:
@@ -123,7 +130,8 @@ class StopSignal:
 
     @contextlib.contextmanager
     def deferred(self) -> Iterator[None]:
-        """Inside, a signal only sets `requested`: the loop saves a checkpoint at the next step boundary."""
+        """Inside, a signal only sets `requested`: the loop decides at the next step boundary whether a
+        checkpoint save fits SageMaker's window."""
         self._deferred += 1
         try:
             yield

@@ -13,8 +13,12 @@ from .hyperparameters import TrainingHyperparameters
 
 # Below this a full SD 1.5 fine-tune with a trained text encoder or an EMA copy does not fit.
 LOW_VRAM_GB = 16.0
-# Below this every byte counts (8-12 GB cards): keep nothing cached on the device.
-TIGHT_VRAM_GB = 12.0
+
+# What the presets deliberately leave alone, at any size:
+# - latent caching: cached latents are a few MB, and caching lets the VAE leave the GPU before the loop;
+#   not caching keeps the VAE there and encodes every step, which costs memory and time;
+# - attention: PyTorch SDPA (the default) is memory-efficient already; xformers saves nothing over it and adds
+#   a crash path, so it runs only when a job asks for it (and falls back to SDPA if it fails to switch on).
 
 
 def _wanted(hp: TrainingHyperparameters, vram_gb: float) -> dict[str, tuple[Any, str]]:
@@ -27,13 +31,9 @@ def _wanted(hp: TrainingHyperparameters, vram_gb: float) -> dict[str, tuple[Any,
         "use_ema": (False, f"{low}: no room for an EMA copy of the UNet"),
         "use_8bit_adam": (True, f"{low}: 8-bit Adam quarters the optimizer state"),
         "gradient_checkpointing": (True, f"{low}: recompute activations instead of storing them"),
-        "attention": ("xformers", f"{low}: memory-efficient attention (SDPA stays if xformers is missing)"),
     }
     if hp.mixed_precision == "no":
         wanted["mixed_precision"] = ("fp16", f"{low}: half-precision activations")
-    if vram_gb < TIGHT_VRAM_GB:
-        tight = f"{vram_gb:.1f} GB VRAM < {TIGHT_VRAM_GB:g} GB"
-        wanted["not_cache_latents"] = (True, f"{tight}: do not hold cached latents on the device")
     return wanted
 
 

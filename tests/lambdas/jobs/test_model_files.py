@@ -63,3 +63,11 @@ def test_unreadable_manifests_count_as_missing():
     assert parse_manifest(b"[1]") is None
     assert parse_manifest(None) is None
     assert parse_manifest(b'{"files": []}') == {"files": []}
+
+
+def test_a_model_is_complete_only_with_the_success_marker():
+    assert describe_model_files(PREFIX, manifest("model_index.json")).complete is False
+    files = describe_model_files(PREFIX, manifest("model_index.json"), complete=True)
+    assert files.complete and files.as_dict()["complete"] is True
+    listed = describe_model_files(PREFIX, None, ["model_index.json", "_SUCCESS"], complete=True)
+    assert listed.files == ("model_index.json",)  # the marker is not a model file

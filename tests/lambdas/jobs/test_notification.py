@@ -17,11 +17,13 @@ FACTS = notification.RunFacts(
     total_seconds=2700,
     training_seconds=2100,
     billable_seconds=700,
+    queued_seconds=125,
 )
 PREFIX = "s3://b/models/my dog/20261124-101500-ab12/"
 MODEL = describe_model_files(
     PREFIX,
     {"files": [{"key": "model_index.json"}, {"key": "unet/w.safetensors"}, {"key": "samples/0.png"}]},
+    complete=True,
 )
 
 
@@ -31,10 +33,19 @@ def test_success_mail_names_the_model_prefix_prompt_and_costs():
     assert f"Model:      {PREFIX}" in message.text
     assert "Prompt:     a photo of sks dog" in message.text
     assert (
-        "Took 45 min 0 s from first upload to now; trained 35 min 0 s; billed 11 min 40 s (spot saved 67%)."
-        in message.text
+        "Took 45 min 0 s from first upload to now; waited 2 min 5 s for a training slot; trained 35 min 0 s; "
+        "billed 11 min 40 s (spot saved 67%)." in message.text
     )
     assert f'aws s3 sync "{PREFIX}" "./my-dog"' in message.text
+    assert "not marked complete" not in message.text
+
+
+def test_a_model_without_the_success_marker_is_reported_incomplete():
+    incomplete = describe_model_files(PREFIX, {"files": [{"key": "model_index.json"}]}, complete=False)
+    message = notification.success(FACTS, incomplete)
+    assert "Warning: the upload is not marked complete (no _SUCCESS)" in message.text
+    assert message.payload["model"]["complete"] is False
+    assert notification.success(FACTS, MODEL).payload["model"]["complete"] is True
 
 
 def test_success_payload_is_structured_for_machines():
@@ -43,7 +54,12 @@ def test_success_payload_is_structured_for_machines():
     assert payload["status"] == "SUCCEEDED"
     assert payload["model"]["s3_prefix"] == PREFIX
     assert payload["model"]["diffusers_folder"] == PREFIX
-    assert payload["durations"] == {"total_seconds": 2700, "training_seconds": 2100, "billable_seconds": 700}
+    assert payload["durations"] == {
+        "total_seconds": 2700,
+        "training_seconds": 2100,
+        "billable_seconds": 700,
+        "queued_seconds": 125,
+    }
     assert payload["failure"] is None
 
 

@@ -1,0 +1,315 @@
+"""What every model family provides, and the pieces of math and plumbing they share.
+
+A family turns a base model into: a loaded diffusers pipeline (its modules are what the loop trains), cached
+prompt embeddings, latents from pixels, one training step's noisy input / timesteps / target, the denoiser's
+prediction, sample images, and the exported LoRA files. The loop only talks to this interface.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import BaseModelError
+from ..model_loading import BaseModelSource
+
+log = logging.getLogger(__name__)
+
+LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"  # diffusers/PEFT naming, read by load_lora_weights
+
+
+@dataclass(frozen=True)
+class FamilyDefaults:
+    """What a job gets when it does not say otherwise (the service reads these through the registry)."""
+
+    resolution: int
+    max_train_steps: int
+    learning_rate: float
+    lora_rank: int
+    lora_alpha: int
+    instance_type: str
+    min_image_side: int
+    mixed_precision: str
+
+
+@dataclass
+class FamilyModel:
+    """A loaded base model: the family's diffusers pipeline over modules that live once in memory."""
+
+    family: str
+    pipeline: Any
+    source: BaseModelSource
+    training_scheduler: (
+        Any  # a copy of the scheduler for training: inference calls set_timesteps on the other
+    )
+
+    @property
+    def denoiser(self) -> torch.nn.Module:
+        return self.pipeline.unet if hasattr(self.pipeline, "unet") else self.pipeline.transformer
+
+
+@dataclass
+class PromptEmbeddings:
+    """Embeddings of a list of prompts: per-prompt tensors (row i = prompt i) or lists, plus shared values."""
+
+    per_prompt: dict[str, torch.Tensor | list[torch.Tensor]]
+    shared: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def rows(self, indices: list[int]) -> dict[str, Any]:
+        picked: dict[str, Any] = dict(self.shared)
+        for name, value in self.per_prompt.items():
+            picked[name] = value[indices] if torch.is_tensor(value) else [value[i] for i in indices]
+        return picked
+
+
+@dataclass
+class NoisedBatch:
+    """One training step's model input: noisy latents, their timesteps, and what the model should predict."""
+
+    noisy: torch.Tensor
+    timesteps: torch.Tensor
+    target: torch.Tensor
+    sigmas: torch.Tensor | None = None
+    weighting: torch.Tensor | None = None  # per-sample loss weights (flow matching weighting schemes)
+
+
+@runtime_checkable
+class ModelFamily(Protocol):
+    name: ClassVar[str]
+    pipeline_class_names: ClassVar[tuple[str, ...]]  # model_index.json `_class_name`s that mean this family
+    lora_targets: ClassVar[tuple[str, ...]]
+
+    def load(self, source: BaseModelSource) -> FamilyModel: ...
+
+    def encode_prompts(
+        self, model: FamilyModel, prompts: list[str], device: torch.device
+    ) -> PromptEmbeddings: ...
+
+    def encode_images(self, model: FamilyModel, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pixels in [-1, 1] (N, 3, H, W) -> the VAE latent distribution's (mean, std), cached by the loop."""
+        ...
+
+    def model_input(self, model: FamilyModel, latent_sample: torch.Tensor) -> torch.Tensor:
+        """A raw VAE latent sample -> the denoiser's latent space (shift and scale)."""
+        ...
+
+    def add_noise(
+        self, model: FamilyModel, latents: torch.Tensor, noise: torch.Tensor, generator: torch.Generator
+    ) -> NoisedBatch: ...
+
+    def predict(
+        self, model: FamilyModel, denoiser: torch.nn.Module, batch: NoisedBatch, prompts: dict[str, Any]
+    ) -> torch.Tensor: ...
+
+    def loss(
+        self, prediction: torch.Tensor, batch: NoisedBatch, prior: bool, prior_loss_weight: float
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(total, instance, prior) losses; with prior, the second half of the batch is the class images."""
+        ...
+
+    def render(
+        self, model: FamilyModel, prompt: str, *, steps: int, guidance: float, size: int, seed: int
+    ) -> Any: ...
+
+    def export_lora(self, model: FamilyModel, out_dir: Path, file_stem: str, dtype: torch.dtype) -> list[str]:
+        """Write the trained adapter as the diffusers/PEFT file and the ComfyUI/WebUI file; their names."""
+        ...
+
+
+# --- shared math ------------------------------------------------------------------------------------------
+
+
+def flow_matching_pair(
+    latents: torch.Tensor, noise: torch.Tensor, sigmas: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rectified flow: x_sigma = (1 - sigma) * x0 + sigma * noise, and the velocity target noise - x0."""
+    while sigmas.ndim < latents.ndim:
+        sigmas = sigmas.unsqueeze(-1)
+    noisy = (1.0 - sigmas) * latents + sigmas * noise
+    return noisy, noise - latents
+
+
+def sample_flow_timesteps(
+    scheduler: Any,
+    batch_size: int,
+    generator: torch.Generator,
+    *,
+    weighting_scheme: str = "none",
+    logit_mean: float = 0.0,
+    logit_std: float = 1.0,
+    mode_scale: float = 1.29,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(timesteps, sigmas) as diffusers' flow-matching DreamBooth scripts draw them: u from the weighting
+    scheme's density, then the scheduler's own (shifted) timestep table at index u * num_train_timesteps."""
+    from diffusers.training_utils import compute_density_for_timestep_sampling
+
+    u = compute_density_for_timestep_sampling(
+        weighting_scheme=weighting_scheme,
+        batch_size=batch_size,
+        logit_mean=logit_mean,
+        logit_std=logit_std,
+        mode_scale=mode_scale,
+        device=generator.device,
+        generator=generator,
+    )
+    indices = (u * scheduler.config.num_train_timesteps).long().clamp(max=len(scheduler.timesteps) - 1).cpu()
+    return scheduler.timesteps[indices], scheduler.sigmas[indices]
+
+
+def flow_matching_loss(
+    prediction: torch.Tensor,
+    batch: NoisedBatch,
+    prior: bool,
+    prior_loss_weight: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-sample weighted MSE averaged over the batch (the reference scripts' form); instance and prior
+    halves separately when prior preservation is on."""
+
+    def weighted(pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+        squared = (pred.float() - target.float()) ** 2
+        if weights is not None:
+            squared = weights.float().reshape(-1, *[1] * (squared.ndim - 1)) * squared
+        return squared.reshape(squared.shape[0], -1).mean(1).mean()
+
+    weights = batch.weighting
+    if not prior:
+        loss = weighted(prediction, batch.target, weights)
+        return loss, loss, torch.zeros((), device=loss.device)
+    pred_i, pred_c = prediction.chunk(2)
+    target_i, target_c = batch.target.chunk(2)
+    w_i, w_c = weights.chunk(2) if weights is not None else (None, None)
+    instance = weighted(pred_i, target_i, w_i)
+    prior_loss = weighted(pred_c, target_c, w_c)
+    return instance + prior_loss_weight * prior_loss, instance, prior_loss
+
+
+def mse_loss(
+    prediction: torch.Tensor, target: torch.Tensor, prior: bool, prior_loss_weight: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The SD loop's loss: plain MSE, instance and class halves separately under prior preservation."""
+    if not prior:
+        loss = F.mse_loss(prediction.float(), target.float())
+        return loss, loss, torch.zeros((), device=loss.device)
+    pred_i, pred_c = prediction.float().chunk(2)
+    target_i, target_c = target.float().chunk(2)
+    instance = F.mse_loss(pred_i, target_i)
+    prior_loss = F.mse_loss(pred_c, target_c)
+    return instance + prior_loss_weight * prior_loss, instance, prior_loss
+
+
+# --- shared plumbing --------------------------------------------------------------------------------------
+
+
+def load_pipeline(pipeline_class: Any, source: BaseModelSource, denoiser_class: Any = None) -> Any:
+    """A family pipeline from a diffusers folder, a Hub id, or a single file (read with the configs of
+    source.config, a folder or Hub id): fp32 on the CPU, the loop decides devices and dtypes."""
+    try:
+        if source.kind == "single_file":
+            if source.config is None:
+                raise BaseModelError(
+                    f"{source.location} is a single file; set base_model_config to a diffusers folder or Hub "
+                    "id of the same family so its configs (and missing parts) can be read"
+                )
+            local = Path(source.config).is_dir()
+            if denoiser_class is None:  # the family's whole pipeline lives in the file
+                return pipeline_class.from_single_file(
+                    source.location, config=source.config, local_files_only=local
+                )
+            denoiser = denoiser_class.from_single_file(
+                source.location, config=source.config, subfolder="transformer", local_files_only=local
+            )
+            return pipeline_class.from_pretrained(source.config, transformer=denoiser, local_files_only=local)
+        kwargs = {"local_files_only": True} if source.kind == "folder" else {}
+        return pipeline_class.from_pretrained(source.location, **kwargs)
+    except BaseModelError:
+        raise
+    except Exception as exc:
+        raise BaseModelError(
+            f"cannot load base model {source.describe()}: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def add_lora(
+    denoiser: torch.nn.Module, targets: tuple[str, ...], rank: int, alpha: int, dropout: float = 0.0
+) -> None:
+    """A seeded-init LoRA adapter on the frozen denoiser (the caller seeds torch first)."""
+    from peft import LoraConfig
+
+    denoiser.requires_grad_(False)
+    denoiser.add_adapter(
+        LoraConfig(
+            r=rank,
+            lora_alpha=alpha,
+            lora_dropout=dropout,
+            init_lora_weights="gaussian",
+            target_modules=list(targets),
+        )
+    )
+
+
+def adapter_state(
+    denoiser: torch.nn.Module, dtype: torch.dtype
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The adapter's weights under PEFT names (`<module>.lora_A.weight`, no model prefix), and its LoRA
+    config as the metadata diffusers stores beside them (so lora_alpha survives the reload)."""
+    from peft.utils import get_peft_model_state_dict
+
+    state = get_peft_model_state_dict(denoiser, save_embedding_layers=False)
+    tensors = {key: tensor.detach().to("cpu", dtype).contiguous() for key, tensor in state.items()}
+    config = denoiser.peft_config["default"].to_dict()
+    metadata = {key: (sorted(value) if isinstance(value, set) else value) for key, value in config.items()}
+    return tensors, json.loads(json.dumps(metadata, default=str))
+
+
+def lora_alpha_of(denoiser: torch.nn.Module) -> float:
+    return float(denoiser.peft_config["default"].lora_alpha)
+
+
+def save_safetensors(
+    tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None
+) -> None:
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(path), metadata=metadata)
+
+
+def comfyui_lora_state(
+    adapter: dict[str, torch.Tensor], alpha: float, prefix: str, *, kohya_suffixes: bool
+) -> dict[str, torch.Tensor]:
+    """diffusers/PEFT adapter keys (`<module>.lora_A.weight`) under a loader's module prefix, with one
+    `<module>.alpha` per module so the strength survives; lora_down/lora_up where the loader wants them."""
+    out: dict[str, torch.Tensor] = {}
+    for key, tensor in adapter.items():
+        module, _, suffix = key.rpartition(".lora_")
+        if kohya_suffixes:
+            suffix = suffix.replace("A.weight", "down.weight").replace("B.weight", "up.weight")
+            out[f"{prefix}{module}.lora_{suffix}"] = tensor
+        else:
+            out[f"{prefix}{key}"] = tensor
+        out[f"{prefix}{module}.alpha"] = torch.tensor(alpha, dtype=tensor.dtype)
+    return out
+
+
+def render_image(
+    model: FamilyModel, prompt: str, *, steps: int, guidance: float, size: int, seed: int, **extra: Any
+) -> Any:
+    """One sample from the pipeline over the modules in memory (trained adapter included)."""
+    pipe = model.pipeline
+    pipe.set_progress_bar_config(disable=True)
+    model.denoiser.eval()
+    with torch.inference_mode():
+        return pipe(
+            prompt,
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            height=size,
+            width=size,
+            generator=torch.Generator(device="cpu").manual_seed(seed),
+            **extra,
+        ).images[0]

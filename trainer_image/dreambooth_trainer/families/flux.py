@@ -1,0 +1,178 @@
+"""FLUX.1 (dev/schnell-shaped): LoRA on the MMDiT transformer, trained by flow matching as diffusers'
+train_dreambooth_lora_flux.py does it.
+
+- Prompts: CLIP pooled embedding + T5 sequence, computed once (the text encoders can then leave the GPU).
+- Latents: (sample - shift) * scale, packed into 2x2 patches with position ids; the prediction is unpacked.
+- Timesteps: u from the weighting scheme's density (uniform by default, logit-normal / mode on request), then
+  the scheduler's own sigma table (its static shift applies when the base model has one).
+- Target: noise - latents; noisy = (1 - sigma) * latents + sigma * noise; loss weighted per sample.
+- Guidance-distilled bases (FLUX.1-dev, `guidance_embeds`) get the guidance scale as an input at every step.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+
+from ..model_loading import BaseModelSource
+from .base import (
+    LORA_WEIGHT_NAME,
+    FamilyModel,
+    NoisedBatch,
+    PromptEmbeddings,
+    adapter_state,
+    comfyui_lora_state,
+    flow_matching_loss,
+    flow_matching_pair,
+    load_pipeline,
+    lora_alpha_of,
+    render_image,
+    sample_flow_timesteps,
+    save_safetensors,
+)
+from .sd import vae_latent_stats, vae_model_input
+
+# The reference script's default: attention projections of both block kinds (the single blocks' to_out is
+# the fused proj_out, left out there too).
+FLUX_LORA_TARGETS = (
+    "to_k",
+    "to_q",
+    "to_v",
+    "to_out.0",
+    "add_k_proj",
+    "add_q_proj",
+    "add_v_proj",
+    "to_add_out",
+)
+
+
+class FluxFamily:
+    name: ClassVar[str] = "flux"
+    pipeline_class_names: ClassVar[tuple[str, ...]] = ("FluxPipeline",)
+    lora_targets: ClassVar[tuple[str, ...]] = FLUX_LORA_TARGETS
+
+    def __init__(
+        self,
+        *,
+        guidance_scale: float = 3.5,
+        max_sequence_length: int = 512,
+        weighting_scheme: str = "none",
+        logit_mean: float = 0.0,
+        logit_std: float = 1.0,
+        mode_scale: float = 1.29,
+    ) -> None:
+        self.guidance_scale = guidance_scale
+        self.max_sequence_length = max_sequence_length
+        self.weighting_scheme = weighting_scheme
+        self.density = {"logit_mean": logit_mean, "logit_std": logit_std, "mode_scale": mode_scale}
+
+    def load(self, source: BaseModelSource) -> FamilyModel:
+        from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+
+        pipe = load_pipeline(FluxPipeline, source, FluxTransformer2DModel)
+        scheduler = FlowMatchEulerDiscreteScheduler.from_config(pipe.scheduler.config)
+        return FamilyModel(self.name, pipe, source, scheduler)
+
+    def encode_prompts(
+        self, model: FamilyModel, prompts: list[str], device: torch.device
+    ) -> PromptEmbeddings:
+        embeds, pooled, text_ids = model.pipeline.encode_prompt(
+            prompts, prompt_2=prompts, device=device, max_sequence_length=self.max_sequence_length
+        )
+        return PromptEmbeddings(
+            {"prompt_embeds": embeds, "pooled_projections": pooled}, {"txt_ids": text_ids}
+        )
+
+    def encode_images(self, model: FamilyModel, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return vae_latent_stats(model.pipeline.vae, pixels)
+
+    def model_input(self, model: FamilyModel, latent_sample: torch.Tensor) -> torch.Tensor:
+        return vae_model_input(model.pipeline.vae, latent_sample)
+
+    def add_noise(
+        self, model: FamilyModel, latents: torch.Tensor, noise: torch.Tensor, generator: torch.Generator
+    ) -> NoisedBatch:
+        from diffusers.training_utils import compute_loss_weighting_for_sd3
+
+        timesteps, sigmas = sample_flow_timesteps(
+            model.training_scheduler,
+            latents.shape[0],
+            generator,
+            weighting_scheme=self.weighting_scheme,
+            **self.density,
+        )
+        timesteps, sigmas = timesteps.to(latents.device), sigmas.to(latents.device, latents.dtype)
+        noisy, target = flow_matching_pair(latents, noise, sigmas)
+        weighting = compute_loss_weighting_for_sd3(weighting_scheme=self.weighting_scheme, sigmas=sigmas)
+        return NoisedBatch(
+            noisy=noisy, timesteps=timesteps, target=target, sigmas=sigmas, weighting=weighting
+        )
+
+    def predict(
+        self, model: FamilyModel, denoiser: torch.nn.Module, batch: NoisedBatch, prompts: dict[str, Any]
+    ) -> torch.Tensor:
+        from diffusers import FluxPipeline
+
+        noisy = batch.noisy
+        n, channels, height, width = noisy.shape
+        embeds = prompts["prompt_embeds"]
+        packed = FluxPipeline._pack_latents(noisy, n, channels, height, width)
+        image_ids = FluxPipeline._prepare_latent_image_ids(
+            n, height // 2, width // 2, noisy.device, embeds.dtype
+        )
+        guidance = None
+        if denoiser.config.guidance_embeds:
+            guidance = torch.full((n,), self.guidance_scale, device=noisy.device, dtype=torch.float32)
+        prediction = denoiser(
+            hidden_states=packed.to(embeds.dtype),
+            timestep=batch.timesteps / 1000,
+            guidance=guidance,
+            pooled_projections=prompts["pooled_projections"],
+            encoder_hidden_states=embeds,
+            txt_ids=prompts["txt_ids"],
+            img_ids=image_ids,
+            return_dict=False,
+        )[0]
+        scale = model.pipeline.vae_scale_factor
+        return FluxPipeline._unpack_latents(prediction, height * scale, width * scale, scale)
+
+    def loss(
+        self, prediction: torch.Tensor, batch: NoisedBatch, prior: bool, prior_loss_weight: float
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return flow_matching_loss(prediction, batch, prior, prior_loss_weight)
+
+    def render(
+        self, model: FamilyModel, prompt: str, *, steps: int, guidance: float, size: int, seed: int
+    ) -> Any:
+        return render_image(
+            model,
+            prompt,
+            steps=steps,
+            guidance=guidance,
+            size=size,
+            seed=seed,
+            max_sequence_length=self.max_sequence_length,
+        )
+
+    def export_lora(self, model: FamilyModel, out_dir: Path, file_stem: str, dtype: torch.dtype) -> list[str]:
+        """pytorch_lora_weights.safetensors (diffusers/PEFT, alpha in metadata) and <stem>-lora.safetensors:
+        the same tensors under `transformer.` with `.alpha` per module, a layout ComfyUI's FLUX LoRA loader
+        maps (its diffusers-key table) and diffusers' load_lora_weights reads."""
+        from diffusers import FluxPipeline
+
+        transformer = model.pipeline.transformer
+        adapter, metadata = adapter_state(transformer, dtype)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        FluxPipeline.save_lora_weights(
+            out_dir,
+            transformer_lora_layers=adapter,
+            transformer_lora_adapter_metadata=metadata,
+            weight_name=LORA_WEIGHT_NAME,
+            safe_serialization=True,
+        )
+        comfy_name = f"{file_stem}-lora.safetensors"
+        state = comfyui_lora_state(adapter, lora_alpha_of(transformer), "transformer.", kohya_suffixes=False)
+        save_safetensors(state, out_dir / comfy_name)
+        return [LORA_WEIGHT_NAME, comfy_name]

@@ -1,0 +1,153 @@
+"""Z-Image (Tongyi-MAI, Apache-2.0): LoRA on the single-stream S3-DiT transformer, trained by flow matching
+as diffusers' train_dreambooth_lora_z_image.py does it.
+
+- Prompts: the Qwen3 encoder's second-to-last hidden states over the chat-templated prompt, one
+  variable-length tensor per prompt (padding dropped), computed once.
+- Latents: (sample - shift) * scale of a plain 16-channel AutoencoderKL; no packing, no guidance input.
+- Timesteps/sigmas from the scheduler's shifted table (shift 3 in the base model's config), the same density
+  options as FLUX; the transformer takes t' = (1000 - t) / 1000 and predicts the negated velocity.
+- Target: noise - latents.
+
+Why Z-Image over FLUX.2-klein with diffusers 0.42.1: Z-Image's pipeline uses the standard AutoencoderKL
+(FLUX.2 needs AutoencoderKLFlux2 with patchified, batch-norm-normalised latents), has no guidance-distillation
+input, its reference LoRA script needs nothing beyond the pipeline's own encode_prompt, and its LoRA loader
+reads kohya/`diffusion_model.`-prefixed files (ComfyUI-style) besides diffusers ones.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+
+from ..model_loading import BaseModelSource
+from .base import (
+    LORA_WEIGHT_NAME,
+    FamilyModel,
+    NoisedBatch,
+    PromptEmbeddings,
+    adapter_state,
+    comfyui_lora_state,
+    flow_matching_loss,
+    flow_matching_pair,
+    load_pipeline,
+    lora_alpha_of,
+    render_image,
+    sample_flow_timesteps,
+    save_safetensors,
+)
+from .sd import vae_latent_stats, vae_model_input
+
+ZIMAGE_LORA_TARGETS = ("to_k", "to_q", "to_v", "to_out.0")  # the reference script's default
+
+
+class ZImageFamily:
+    name: ClassVar[str] = "zimage"
+    pipeline_class_names: ClassVar[tuple[str, ...]] = ("ZImagePipeline",)
+    lora_targets: ClassVar[tuple[str, ...]] = ZIMAGE_LORA_TARGETS
+
+    def __init__(
+        self,
+        *,
+        max_sequence_length: int = 512,
+        weighting_scheme: str = "none",
+        logit_mean: float = 0.0,
+        logit_std: float = 1.0,
+        mode_scale: float = 1.29,
+    ) -> None:
+        self.max_sequence_length = max_sequence_length
+        self.weighting_scheme = weighting_scheme
+        self.density = {"logit_mean": logit_mean, "logit_std": logit_std, "mode_scale": mode_scale}
+
+    def load(self, source: BaseModelSource) -> FamilyModel:
+        from diffusers import FlowMatchEulerDiscreteScheduler, ZImagePipeline, ZImageTransformer2DModel
+
+        pipe = load_pipeline(ZImagePipeline, source, ZImageTransformer2DModel)
+        scheduler = FlowMatchEulerDiscreteScheduler.from_config(pipe.scheduler.config)
+        return FamilyModel(self.name, pipe, source, scheduler)
+
+    def encode_prompts(
+        self, model: FamilyModel, prompts: list[str], device: torch.device
+    ) -> PromptEmbeddings:
+        embeds, _ = model.pipeline.encode_prompt(
+            list(prompts),
+            device=device,
+            do_classifier_free_guidance=False,
+            max_sequence_length=self.max_sequence_length,
+        )
+        return PromptEmbeddings({"prompt_embeds": list(embeds)})
+
+    def encode_images(self, model: FamilyModel, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return vae_latent_stats(model.pipeline.vae, pixels)
+
+    def model_input(self, model: FamilyModel, latent_sample: torch.Tensor) -> torch.Tensor:
+        return vae_model_input(model.pipeline.vae, latent_sample)
+
+    def add_noise(
+        self, model: FamilyModel, latents: torch.Tensor, noise: torch.Tensor, generator: torch.Generator
+    ) -> NoisedBatch:
+        from diffusers.training_utils import compute_loss_weighting_for_sd3
+
+        timesteps, sigmas = sample_flow_timesteps(
+            model.training_scheduler,
+            latents.shape[0],
+            generator,
+            weighting_scheme=self.weighting_scheme,
+            **self.density,
+        )
+        timesteps, sigmas = timesteps.to(latents.device), sigmas.to(latents.device, latents.dtype)
+        noisy, target = flow_matching_pair(latents, noise, sigmas)
+        weighting = compute_loss_weighting_for_sd3(weighting_scheme=self.weighting_scheme, sigmas=sigmas)
+        return NoisedBatch(
+            noisy=noisy, timesteps=timesteps, target=target, sigmas=sigmas, weighting=weighting
+        )
+
+    def predict(
+        self, model: FamilyModel, denoiser: torch.nn.Module, batch: NoisedBatch, prompts: dict[str, Any]
+    ) -> torch.Tensor:
+        embeds = prompts["prompt_embeds"]
+        noisy = list(batch.noisy.to(embeds[0].dtype).unsqueeze(2).unbind(0))  # (C, 1, H, W) per image
+        predictions = denoiser(noisy, (1000 - batch.timesteps) / 1000, embeds, return_dict=False)[0]
+        return -torch.stack(predictions, dim=0).squeeze(2)
+
+    def loss(
+        self, prediction: torch.Tensor, batch: NoisedBatch, prior: bool, prior_loss_weight: float
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return flow_matching_loss(prediction, batch, prior, prior_loss_weight)
+
+    def render(
+        self, model: FamilyModel, prompt: str, *, steps: int, guidance: float, size: int, seed: int
+    ) -> Any:
+        return render_image(
+            model,
+            prompt,
+            steps=steps,
+            guidance=guidance,
+            size=size,
+            seed=seed,
+            max_sequence_length=self.max_sequence_length,
+        )
+
+    def export_lora(self, model: FamilyModel, out_dir: Path, file_stem: str, dtype: torch.dtype) -> list[str]:
+        """pytorch_lora_weights.safetensors (diffusers/PEFT) and <stem>-lora.safetensors: `diffusion_model.`
+        prefix, lora_down/lora_up and `.alpha` per module (the ComfyUI-style file diffusers' Z-Image
+        loader converts)."""
+        from diffusers import ZImagePipeline
+
+        transformer = model.pipeline.transformer
+        adapter, metadata = adapter_state(transformer, dtype)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        ZImagePipeline.save_lora_weights(
+            out_dir,
+            transformer_lora_layers=adapter,
+            transformer_lora_adapter_metadata=metadata,
+            weight_name=LORA_WEIGHT_NAME,
+            safe_serialization=True,
+        )
+        comfy_name = f"{file_stem}-lora.safetensors"
+        state = comfyui_lora_state(
+            adapter, lora_alpha_of(transformer), "diffusion_model.", kohya_suffixes=True
+        )
+        save_safetensors(state, out_dir / comfy_name)
+        return [LORA_WEIGHT_NAME, comfy_name]

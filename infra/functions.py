@@ -2,25 +2,75 @@
 
 from __future__ import annotations
 
-from aws_cdk import Aws, Duration, RemovalPolicy
+from aws_cdk import ArnFormat, Aws, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from infra.nag import acknowledge
 
+# The newest Python that both Lambda (CDK 2.275: Runtime.PYTHON_3_14) and the Powertools v3 layer
+# support: the layer is published per runtime as AWSLambdaPowertoolsPythonV3-python314-<arch>.
+RUNTIME = lambda_.Runtime.PYTHON_3_14
 # Powertools for AWS Lambda (Python) v3, public layer by ARN: it bundles pydantic v2. Layer 27 is
 # Powertools 3.23.0; the handlers use only APIs that 3.x has had since 3.0 (Logger, batch, parser).
 POWERTOOLS_ACCOUNT = "017000801446"
 POWERTOOLS_LAYER_VERSION = 27
-RUNTIME = lambda_.Runtime.PYTHON_3_11
+LOG_RETENTION = logs.RetentionDays.THREE_MONTHS
+
+
+def powertools_layer_name(runtime: lambda_.Runtime = RUNTIME, architecture: str = "x86_64") -> str:
+    """``python3.14`` -> ``AWSLambdaPowertoolsPythonV3-python314-x86_64`` (Powertools' naming)."""
+    return f"AWSLambdaPowertoolsPythonV3-{runtime.name.replace('.', '')}-{architecture}"
 
 
 def powertools_layer_arn() -> str:
     return (
         f"arn:{Aws.PARTITION}:lambda:{Aws.REGION}:{POWERTOOLS_ACCOUNT}:layer:"
-        f"AWSLambdaPowertoolsPythonV3-python311-x86_64:{POWERTOOLS_LAYER_VERSION}"
+        f"{powertools_layer_name()}:{POWERTOOLS_LAYER_VERSION}"
+    )
+
+
+def logs_key(scope: Construct, construct_id: str) -> kms.Key:
+    """The stack's key for its Lambda (and build) log groups: CloudWatch Logs of this region may use it."""
+    key = kms.Key(
+        scope,
+        construct_id,
+        enable_key_rotation=True,
+        description="Encrypts the DreamBooth service's Lambda and image-build log groups.",
+    )
+    key.add_to_resource_policy(
+        iam.PolicyStatement(
+            actions=[
+                "kms:Encrypt*",
+                "kms:Decrypt*",
+                "kms:ReEncrypt*",
+                "kms:GenerateDataKey*",
+                "kms:Describe*",
+            ],
+            principals=[iam.ServicePrincipal(f"logs.{Aws.REGION}.amazonaws.com")],
+            # The key policy's own resource is the key ("*" in a key policy means this key).
+            resources=["*"],
+            conditions={
+                "ArnLike": {
+                    "kms:EncryptionContext:aws:logs:arn": Stack.of(scope).format_arn(
+                        service="logs",
+                        resource="log-group",
+                        resource_name="*",
+                        arn_format=ArnFormat.COLON_RESOURCE_NAME,
+                    )
+                }
+            },
+        )
+    )
+    return key
+
+
+def encrypted_log_group(scope: Construct, construct_id: str, key: kms.IKey) -> logs.LogGroup:
+    return logs.LogGroup(
+        scope, construct_id, retention=LOG_RETENTION, encryption_key=key, removal_policy=RemovalPolicy.DESTROY
     )
 
 
@@ -34,14 +84,13 @@ class PipelineFunction(Construct):
         description: str,
         code: lambda_.Code,
         layer: lambda_.ILayerVersion,
+        log_key: kms.IKey,
         environment: dict[str, str],
         timeout: Duration,
         memory_size: int = 256,
     ) -> None:
         super().__init__(scope, construct_id)
-        self.log_group = logs.LogGroup(
-            self, "Logs", retention=logs.RetentionDays.THREE_MONTHS, removal_policy=RemovalPolicy.DESTROY
-        )
+        self.log_group = encrypted_log_group(self, "Logs", log_key)
         self.role = iam.Role(self, "Role", assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"))
         self.log_group.grant_write(self.role)
         self.function = lambda_.Function(
@@ -64,17 +113,9 @@ class PipelineFunction(Construct):
         acknowledge(
             self.role,
             {
+                # Resource "*": X-Ray's PutTraceSegments and PutTelemetryRecords (tracing=ACTIVE).
                 "AwsSolutions-IAM5[Resource::*]": (
                     "X-Ray's PutTraceSegments and PutTelemetryRecords support no resource scoping."
-                ),
-            },
-        )
-        acknowledge(
-            self.function,
-            {
-                "AwsSolutions-L1": (
-                    "Python 3.11 is the project's one Python version: the trainer image, the tests and "
-                    "the local mode run it, so the Lambdas run exactly what is tested."
                 ),
             },
         )

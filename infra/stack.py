@@ -9,6 +9,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
+from infra.functions import logs_key
 from infra.nag import acknowledge
 from infra.notifications import Notifications
 from infra.pipeline import Pipeline
@@ -25,11 +26,20 @@ class DreamBoothStack(Stack):
         super().__init__(scope, construct_id, **kwargs)
         self.settings = settings
 
-        self.storage = Storage(self, "Storage", retain_data_on_delete=settings.retain_data_on_delete)
+        infra = settings.infra
+        self.storage = Storage(
+            self,
+            "Storage",
+            retain_data_on_delete=settings.retain_data_on_delete,
+            uploads_retention_days=infra.uploads_retention_days,
+            checkpoints_retention_days=infra.checkpoints_retention_days,
+            noncurrent_versions_retention_days=infra.noncurrent_versions_retention_days,
+        )
         self.training = Training(self, "Training", trainer_image_directory=REPO_ROOT / "trainer_image")
         self.notifications = Notifications(self, "Notifications", email=settings.notification_email)
 
         bucket = self.storage.bucket
+        self.logs_key = logs_key(self, "LogsKey")
         grant_training_data_access(bucket, self.training.execution_role)
 
         self.pipeline = Pipeline(
@@ -41,6 +51,7 @@ class DreamBoothStack(Stack):
             training_image_uri=self.training.image.image_uri,
             job_defaults=settings.job_defaults,
             retain_data_on_delete=settings.retain_data_on_delete,
+            log_key=self.logs_key,
             training_retry_seconds=settings.training_retry_seconds,
         )
         # The state machine publishes to the encrypted topic: SNS needs the key on the publisher's behalf.

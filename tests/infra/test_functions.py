@@ -1,24 +1,66 @@
-"""infra/functions.py: each pipeline Lambda has its own role, log group, the Powertools layer and tracing."""
+"""infra/functions.py: each pipeline Lambda has its own role, encrypted log group, the Powertools layer."""
 
-from infra.functions import POWERTOOLS_ACCOUNT, POWERTOOLS_LAYER_VERSION
+from aws_cdk import aws_lambda as lambda_
+
+from infra.functions import POWERTOOLS_ACCOUNT, POWERTOOLS_LAYER_VERSION, RUNTIME, powertools_layer_name
 
 
-def test_every_pipeline_function_is_python_311_traced_with_json_logs_and_the_powertools_layer(resources):
-    functions = [r for r in resources.values() if r["Type"] == "AWS::Lambda::Function"]
+def pipeline_functions(resources):
+    return [
+        r
+        for r in resources.values()
+        if r["Type"] == "AWS::Lambda::Function" and r["Properties"]["Handler"].startswith("lambdas.handlers.")
+    ]
+
+
+def test_the_powertools_layer_name_follows_the_runtime():
+    assert (
+        powertools_layer_name(lambda_.Runtime.PYTHON_3_13) == "AWSLambdaPowertoolsPythonV3-python313-x86_64"
+    )
+    assert powertools_layer_name(lambda_.Runtime.PYTHON_3_14, "arm64") == (
+        "AWSLambdaPowertoolsPythonV3-python314-arm64"
+    )
+    assert RUNTIME.name == "python3.14"
+
+
+def test_every_pipeline_function_is_python_314_traced_with_json_logs_and_the_powertools_layer(resources):
+    functions = pipeline_functions(resources)
     assert len(functions) == 5
     log_groups, roles = set(), set()
     for function in functions:
         props = function["Properties"]
-        assert props["Runtime"] == "python3.11"
+        assert props["Runtime"] == "python3.14"
         assert props["TracingConfig"] == {"Mode": "Active"}
         assert props["LoggingConfig"]["LogFormat"] == "JSON"
         (layer,) = props["Layers"]
         arn = "".join(p if isinstance(p, str) else "<ref>" for p in layer["Fn::Join"][1])
         assert arn.endswith(
-            f":{POWERTOOLS_ACCOUNT}:layer:AWSLambdaPowertoolsPythonV3-python311-x86_64:{POWERTOOLS_LAYER_VERSION}"
+            f":{POWERTOOLS_ACCOUNT}:layer:AWSLambdaPowertoolsPythonV3-python314-x86_64:{POWERTOOLS_LAYER_VERSION}"
         )
         log_groups.add(props["LoggingConfig"]["LogGroup"]["Ref"])
         roles.add(props["Role"]["Fn::GetAtt"][0])
     assert len(log_groups) == len(roles) == 5
     for log_group in log_groups:
         assert resources[log_group]["Properties"]["RetentionInDays"] == 90
+
+
+def test_every_lambda_log_group_is_encrypted_with_the_stacks_rotating_logs_key(resources):
+    keys = {
+        logical_id
+        for logical_id, r in resources.items()
+        if r["Type"] == "AWS::KMS::Key" and "Lambda" in r["Properties"].get("Description", "")
+    }
+    assert len(keys) == 1
+    (key,) = keys
+    assert resources[key]["Properties"]["EnableKeyRotation"] is True
+    statements = resources[key]["Properties"]["KeyPolicy"]["Statement"]
+    logs_statement = next(
+        s
+        for s in statements
+        if s.get("Principal", {}).get("Service", {})
+        == {"Fn::Join": ["", ["logs.", {"Ref": "AWS::Region"}, ".amazonaws.com"]]}
+    )
+    assert "kms:EncryptionContext:aws:logs:arn" in logs_statement["Condition"]["ArnLike"]
+    for function in pipeline_functions(resources):
+        log_group = resources[function["Properties"]["LoggingConfig"]["LogGroup"]["Ref"]]
+        assert log_group["Properties"]["KmsKeyId"] == {"Fn::GetAtt": [key, "Arn"]}

@@ -176,3 +176,13 @@ def test_upload_events_go_through_eventbridge_not_bucket_notification_lambdas(te
             )
         },
     )
+
+
+def test_intake_gets_only_the_table_actions_it_calls(resources):
+    _, intake = functions_by_handler(resources)["lambdas.handlers.upload_events.handler"]
+    table_id, _ = only(resources, "AWS::DynamoDB::Table")
+    statements = role_statements(resources, intake["Properties"]["Role"]["Fn::GetAtt"][0])
+    granted = sorted(a for s in statements for a in actions(s) if a.startswith("dynamodb:"))
+    assert granted == ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:UpdateItem"]
+    (statement,) = [s for s in statements if any(a.startswith("dynamodb:") for a in actions(s))]
+    assert statement["Resource"] == {"Fn::GetAtt": [table_id, "Arn"]}

@@ -1,0 +1,50 @@
+"""infra/storage.py: versioning and the retention rules, with their context knobs."""
+
+from app import build_app
+
+
+def data_bucket(template):
+    (bucket,) = [
+        r
+        for r in template["Resources"].values()
+        if r["Type"] == "AWS::S3::Bucket" and "NotificationConfiguration" in r["Properties"]
+    ]
+    return bucket["Properties"]
+
+
+def rules_by_id(props):
+    return {rule["Id"]: rule for rule in props["LifecycleConfiguration"]["Rules"]}
+
+
+def test_data_bucket_is_versioned_and_retains_by_the_default_knobs(stack_artifact):
+    props = data_bucket(stack_artifact.template)
+    assert props["VersioningConfiguration"] == {"Status": "Enabled"}
+    rules = rules_by_id(props)
+    assert rules["AbortIncompleteUploads"]["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 1}
+    assert "Prefix" not in rules["AbortIncompleteUploads"]
+    assert (rules["ExpireUploads"]["Prefix"], rules["ExpireUploads"]["ExpirationInDays"]) == ("uploads/", 30)
+    checkpoints = rules["ExpireCheckpoints"]
+    assert (checkpoints["Prefix"], checkpoints["ExpirationInDays"]) == ("checkpoints/", 7)
+    assert checkpoints["NoncurrentVersionExpiration"] == {"NoncurrentDays": 1}
+    noncurrent = rules["ExpireNoncurrentVersions"]
+    assert noncurrent["NoncurrentVersionExpiration"] == {"NoncurrentDays": 30} and "Prefix" not in noncurrent
+    assert rules["RemoveExpiredDeleteMarkers"]["ExpiredObjectDeleteMarker"] is True
+    # models/ and class-images/ never expire: only uploads and checkpoints have an expiration.
+    expiring = {r.get("Prefix") for r in rules.values() if "ExpirationInDays" in r}
+    assert expiring == {"uploads/", "checkpoints/"}
+    assert all(r["Status"] == "Enabled" for r in rules.values())
+
+
+def test_retention_knobs_come_from_context():
+    app = build_app(
+        {
+            "stack_name": "Retention",
+            "uploads_retention_days": "90",
+            "checkpoints_retention_days": 3,
+            "noncurrent_versions_retention_days": "14",
+        }
+    )
+    rules = rules_by_id(data_bucket(app.synth().get_stack_by_name("Retention").template))
+    assert rules["ExpireUploads"]["ExpirationInDays"] == 90
+    assert rules["ExpireCheckpoints"]["ExpirationInDays"] == 3
+    assert rules["ExpireNoncurrentVersions"]["NoncurrentVersionExpiration"] == {"NoncurrentDays": 14}

@@ -35,11 +35,18 @@ class DreamBoothStack(Stack):
             checkpoints_retention_days=infra.checkpoints_retention_days,
             noncurrent_versions_retention_days=infra.noncurrent_versions_retention_days,
         )
-        self.training = Training(self, "Training", trainer_image_directory=REPO_ROOT / "trainer_image")
         self.notifications = Notifications(self, "Notifications", email=settings.notification_email)
 
         bucket = self.storage.bucket
         self.logs_key = logs_key(self, "LogsKey")
+        self.training = Training(
+            self,
+            "Training",
+            trainer_image_directory=REPO_ROOT / "trainer_image",
+            image_build=infra.image_build,
+            images_kept=infra.trainer_images_kept,
+            log_key=self.logs_key,
+        )
         grant_training_data_access(bucket, self.training.execution_role)
 
         self.pipeline = Pipeline(
@@ -48,7 +55,7 @@ class DreamBoothStack(Stack):
             bucket=bucket,
             topic=self.notifications.topic,
             training_role=self.training.execution_role,
-            training_image_uri=self.training.image.image_uri,
+            training_image_uri=self.training.image_uri,
             job_defaults=settings.job_defaults,
             retain_data_on_delete=settings.retain_data_on_delete,
             log_key=self.logs_key,
@@ -58,6 +65,10 @@ class DreamBoothStack(Stack):
         self.notifications.encryption_key.grant(
             self.pipeline.state_machine.role, "kms:GenerateDataKey", "kms:Decrypt"
         )
+
+        if self.training.image_build is not None:
+            # Runs start only once the image they name is in ECR: the deploy waits for the build first.
+            self.pipeline.state_machine.node.add_dependency(self.training.image_build.resource)
 
         if not settings.notification_email:
             Annotations.of(self).add_warning_v2(
@@ -72,7 +83,7 @@ class DreamBoothStack(Stack):
         )
         CfnOutput(self, "ModelsPrefix", value=f"s3://{bucket.bucket_name}/{s3_layout.MODELS_ROOT}")
         CfnOutput(self, "NotificationTopicArn", value=self.notifications.topic.topic_arn)
-        CfnOutput(self, "TrainerImageUri", value=self.training.image.image_uri)
+        CfnOutput(self, "TrainerImageUri", value=self.training.image_uri)
         CfnOutput(self, "StateMachineArn", value=self.pipeline.state_machine.state_machine_arn)
         CfnOutput(self, "JobsTableName", value=self.pipeline.table.table_name)
         CfnOutput(self, "UploadEventsQueueUrl", value=self.pipeline.queue.queue_url)

@@ -7,9 +7,11 @@ from pathlib import Path
 from aws_cdk import ArnFormat, Stack
 from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
 from constructs import Construct
 
 from infra.nag import acknowledge
+from infra.trainer_image_build import SOURCE_EXCLUDES, TrainerImageBuild
 
 SAGEMAKER_LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 
@@ -17,17 +19,41 @@ SAGEMAKER_LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 class Training(Construct):
     """The image asset and the execution role; bucket grants are wired in the stack."""
 
-    def __init__(self, scope: Construct, construct_id: str, *, trainer_image_directory: Path) -> None:
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        trainer_image_directory: Path,
+        image_build: str = "codebuild",
+        images_kept: int = 10,
+        log_key: kms.IKey | None = None,
+    ) -> None:
         super().__init__(scope, construct_id)
         stack = Stack.of(self)
 
-        self.image = ecr_assets.DockerImageAsset(
-            self,
-            "TrainerImage",
-            directory=str(trainer_image_directory),
-            platform=ecr_assets.Platform.LINUX_AMD64,
-            exclude=["tests", "**/__pycache__", "*.egg-info"],
-        )
+        # The image jobs run: built in AWS by default (no Docker here), or by the deployer's Docker.
+        self.image_build: TrainerImageBuild | None = None
+        if image_build == "local":
+            asset = ecr_assets.DockerImageAsset(
+                self,
+                "TrainerImage",
+                directory=str(trainer_image_directory),
+                platform=ecr_assets.Platform.LINUX_AMD64,
+                exclude=SOURCE_EXCLUDES,
+            )
+            self.image_uri, repository = asset.image_uri, asset.repository
+        else:
+            if log_key is None:
+                raise ValueError("building the trainer image in AWS needs the stack's logs key")
+            self.image_build = TrainerImageBuild(
+                self,
+                "TrainerImageBuild",
+                directory=trainer_image_directory,
+                images_kept=images_kept,
+                log_key=log_key,
+            )
+            self.image_uri, repository = self.image_build.image_uri, self.image_build.repository
 
         self.execution_role = iam.Role(
             self,
@@ -35,7 +61,8 @@ class Training(Construct):
             assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"),
             description="Runs DreamBooth training jobs: reads its batch, writes its model.",
         )
-        self.image.repository.grant_pull(self.execution_role)
+        repository.grant_pull(self.execution_role)
+        # Resource "*": ecr:GetAuthorizationToken is account-wide (the registry login), no resource type.
         self.execution_role.add_to_policy(
             iam.PolicyStatement(actions=["ecr:GetAuthorizationToken"], resources=["*"])
         )
@@ -56,6 +83,7 @@ class Training(Construct):
                 resources=[log_group_arn],
             )
         )
+        # Resource "*": cloudwatch:PutMetricData has no resource type; the namespace condition narrows it.
         self.execution_role.add_to_policy(
             iam.PolicyStatement(
                 actions=["cloudwatch:PutMetricData"],

@@ -25,7 +25,7 @@ def test_the_powertools_layer_name_follows_the_runtime():
 
 def test_every_pipeline_function_is_python_314_traced_with_json_logs_and_the_powertools_layer(resources):
     functions = pipeline_functions(resources)
-    assert len(functions) == 5
+    assert len(functions) == 7  # five pipeline steps, and the image build's onEvent and isComplete
     log_groups, roles = set(), set()
     for function in functions:
         props = function["Properties"]
@@ -39,7 +39,7 @@ def test_every_pipeline_function_is_python_314_traced_with_json_logs_and_the_pow
         )
         log_groups.add(props["LoggingConfig"]["LogGroup"]["Ref"])
         roles.add(props["Role"]["Fn::GetAtt"][0])
-    assert len(log_groups) == len(roles) == 5
+    assert len(log_groups) == len(roles) == 7
     for log_group in log_groups:
         assert resources[log_group]["Properties"]["RetentionInDays"] == 90
 
@@ -64,3 +64,9 @@ def test_every_lambda_log_group_is_encrypted_with_the_stacks_rotating_logs_key(r
     for function in pipeline_functions(resources):
         log_group = resources[function["Properties"]["LoggingConfig"]["LogGroup"]["Ref"]]
         assert log_group["Properties"]["KmsKeyId"] == {"Fn::GetAtt": [key, "Arn"]}
+
+
+def test_no_log_group_is_left_unencrypted(resources):
+    log_groups = [r for r in resources.values() if r["Type"] == "AWS::Logs::LogGroup"]
+    assert len(log_groups) >= 10
+    assert all("KmsKeyId" in r["Properties"] for r in log_groups)

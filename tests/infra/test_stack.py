@@ -88,7 +88,14 @@ def test_sagemaker_role_reads_inputs_and_writes_models_by_prefix_only(template):
     assert writes and "uploads/*" not in json.dumps(writes), "training must never overwrite user uploads"
 
 
-def test_trainer_image_is_built_from_trainer_image_folder(stack_artifact):
+def test_with_image_build_local_the_trainer_image_is_a_docker_asset_of_trainer_image():
+    stack_artifact = (
+        build_app({"stack_name": "LocalImage", "image_build": "local"})
+        .synth()
+        .get_stack_by_name("LocalImage")
+    )
+    kinds = {r["Type"] for r in stack_artifact.template["Resources"].values()}
+    assert not kinds & {"AWS::CodeBuild::Project", "AWS::ECR::Repository", "Custom::TrainerImage"}
     manifest = json.loads(
         Path(stack_artifact.assembly.directory, f"{stack_artifact.stack_name}.assets.json").read_text()
     )

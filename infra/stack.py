@@ -10,6 +10,7 @@ from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from infra.functions import logs_key
+from infra.monitoring import Monitoring
 from infra.nag import acknowledge
 from infra.notifications import Notifications
 from infra.pipeline import Pipeline
@@ -66,6 +67,19 @@ class DreamBoothStack(Stack):
             self.pipeline.state_machine.role, "kms:GenerateDataKey", "kms:Decrypt"
         )
 
+        self.monitoring = Monitoring(
+            self,
+            "Monitoring",
+            state_machine=self.pipeline.state_machine,
+            upload_queue=self.pipeline.queue,
+            dead_letter_queue=self.pipeline.dead_letter_queue,
+            finish_run_logs=self.pipeline.finish_run.log_group,
+            notification_topic=self.notifications.topic,
+            topic_key=self.notifications.encryption_key,
+            ops_email=infra.ops_email,
+            alarm_topic_arn=infra.alarm_topic_arn,
+        )
+
         if self.training.image_build is not None:
             # Runs start only once the image they name is in ECR: the deploy waits for the build first.
             self.pipeline.state_machine.node.add_dependency(self.training.image_build.resource)
@@ -85,6 +99,8 @@ class DreamBoothStack(Stack):
         CfnOutput(self, "NotificationTopicArn", value=self.notifications.topic.topic_arn)
         CfnOutput(self, "TrainerImageUri", value=self.training.image_uri)
         CfnOutput(self, "StateMachineArn", value=self.pipeline.state_machine.state_machine_arn)
+        CfnOutput(self, "DashboardUrl", value=self.monitoring.dashboard_url)
+        CfnOutput(self, "AlarmTopicArn", value=self.monitoring.alarm_topic.topic_arn)
         CfnOutput(self, "JobsTableName", value=self.pipeline.table.table_name)
         CfnOutput(self, "UploadEventsQueueUrl", value=self.pipeline.queue.queue_url)
 

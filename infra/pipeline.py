@@ -47,6 +47,7 @@ class Pipeline(Construct):
         retain_data_on_delete: bool,
         log_key: kms.IKey,
         training_retry_seconds: int = 20,
+        training_vpc_config: dict | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         removal = RemovalPolicy.RETAIN if retain_data_on_delete else RemovalPolicy.DESTROY
@@ -151,6 +152,7 @@ class Pipeline(Construct):
             training_role=training_role,
             training_image_uri=training_image_uri,
             training_retry_seconds=training_retry_seconds,
+            training_vpc_config=training_vpc_config,
         )
         self.state_machine = self.workflow.state_machine
 

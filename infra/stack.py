@@ -47,6 +47,8 @@ class DreamBoothStack(Stack):
             image_build=infra.image_build,
             images_kept=infra.trainer_images_kept,
             log_key=self.logs_key,
+            subnet_ids=infra.training_subnet_ids,
+            security_group_ids=infra.training_security_group_ids,
         )
         grant_training_data_access(bucket, self.training.execution_role)
 
@@ -61,6 +63,7 @@ class DreamBoothStack(Stack):
             retain_data_on_delete=settings.retain_data_on_delete,
             log_key=self.logs_key,
             training_retry_seconds=settings.training_retry_seconds,
+            training_vpc_config=self.training.vpc_config,
         )
         # The state machine publishes to the encrypted topic: SNS needs the key on the publisher's behalf.
         self.notifications.encryption_key.grant(

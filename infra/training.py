@@ -28,6 +28,8 @@ class Training(Construct):
         image_build: str = "codebuild",
         images_kept: int = 10,
         log_key: kms.IKey | None = None,
+        subnet_ids: tuple[str, ...] = (),
+        security_group_ids: tuple[str, ...] = (),
     ) -> None:
         super().__init__(scope, construct_id)
         stack = Stack.of(self)
@@ -91,14 +93,65 @@ class Training(Construct):
                 conditions={"StringLike": {"cloudwatch:namespace": "/aws/sagemaker/*"}},
             )
         )
+        # Training jobs in your VPC (optional): SageMaker attaches an ENI in one of the subnets.
+        self.vpc_config: dict | None = None
+        if subnet_ids:
+            self.vpc_config = {"Subnets": list(subnet_ids), "SecurityGroupIds": list(security_group_ids)}
+            self._grant_vpc_access(stack, subnet_ids, security_group_ids)
+
         acknowledge(
             self.execution_role,
             {
                 "AwsSolutions-IAM5[Resource::*]": (
-                    "ecr:GetAuthorizationToken and cloudwatch:PutMetricData support no resource scoping; "
-                    "PutMetricData is limited to SageMaker namespaces by condition."
+                    "ecr:GetAuthorizationToken, cloudwatch:PutMetricData and (VPC training only) EC2's "
+                    "Describe* support no resource scoping; PutMetricData is limited to SageMaker "
+                    "namespaces by condition."
                 ),
                 f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:logs:<AWS::Region>:<AWS::AccountId>:log-group:"
                 f"{SAGEMAKER_LOG_GROUP}:*]": "SageMaker names one log stream per job inside this log group.",
+            },
+        )
+
+    def _grant_vpc_access(
+        self, stack: Stack, subnet_ids: tuple[str, ...], security_group_ids: tuple[str, ...]
+    ) -> None:
+        """What SageMaker's VPC training needs from the execution role (its documented EC2 actions)."""
+
+        def ec2(resource: str, name: str) -> str:
+            return stack.format_arn(service="ec2", resource=resource, resource_name=name)
+
+        self.execution_role.add_to_policy(
+            iam.PolicyStatement(
+                actions=[
+                    "ec2:CreateNetworkInterface",
+                    "ec2:CreateNetworkInterfacePermission",
+                    "ec2:DeleteNetworkInterface",
+                    "ec2:DeleteNetworkInterfacePermission",
+                ],
+                resources=[
+                    ec2("network-interface", "*"),
+                    *(ec2("subnet", s) for s in subnet_ids),
+                    *(ec2("security-group", g) for g in security_group_ids),
+                ],
+            )
+        )
+        # Resource "*": EC2's Describe* APIs support no resource-level permissions.
+        self.execution_role.add_to_policy(
+            iam.PolicyStatement(
+                actions=[
+                    "ec2:DescribeNetworkInterfaces",
+                    "ec2:DescribeVpcs",
+                    "ec2:DescribeDhcpOptions",
+                    "ec2:DescribeSubnets",
+                    "ec2:DescribeSecurityGroups",
+                ],
+                resources=["*"],
+            )
+        )
+        acknowledge(
+            self.execution_role,
+            {
+                "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:ec2:<AWS::Region>:<AWS::AccountId>:"
+                "network-interface/*]": "SageMaker creates the job's network interface: its id is new.",
             },
         )

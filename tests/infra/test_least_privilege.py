@@ -17,6 +17,11 @@ UNSCOPABLE = {
     "logs:CreateLogStream": "CloudWatch Logs vended delivery",
     "ecr:GetAuthorizationToken": "ECR registry login",
     "cloudwatch:PutMetricData": "CloudWatch metrics (narrowed by a namespace condition)",
+    "ec2:DescribeNetworkInterfaces": "EC2 Describe* (VPC training)",
+    "ec2:DescribeVpcs": "EC2 Describe* (VPC training)",
+    "ec2:DescribeDhcpOptions": "EC2 Describe* (VPC training)",
+    "ec2:DescribeSubnets": "EC2 Describe* (VPC training)",
+    "ec2:DescribeSecurityGroups": "EC2 Describe* (VPC training)",
 }
 
 
@@ -29,7 +34,7 @@ def on_everything(statement):
     return resource == "*" or (isinstance(resource, list) and "*" in resource)
 
 
-def test_wildcard_resources_only_carry_apis_without_a_resource_type(resources):
+def assert_wildcards_unscopable(resources):
     found = 0
     for logical_id, resource in resources.items():
         if resource["Type"] not in {"AWS::IAM::Policy", "AWS::IAM::ManagedPolicy", "AWS::IAM::Role"}:
@@ -49,6 +54,10 @@ def test_wildcard_resources_only_carry_apis_without_a_resource_type(resources):
     assert found  # the check looked at something
 
 
+def test_wildcard_resources_only_carry_apis_without_a_resource_type(resources):
+    assert_wildcards_unscopable(resources)
+
+
 def test_key_policies_open_to_services_are_bound_to_this_account_or_log_groups(resources):
     for logical_id, resource in resources.items():
         if resource["Type"] != "AWS::KMS::Key":
@@ -56,3 +65,7 @@ def test_key_policies_open_to_services_are_bound_to_this_account_or_log_groups(r
         for statement in resource["Properties"]["KeyPolicy"]["Statement"]:
             principal = statement.get("Principal", {})
             assert principal != "*" and principal.get("AWS") != "*", logical_id
+
+
+def test_vpc_training_adds_only_unscopable_wildcards(vpc_resources):
+    assert_wildcards_unscopable(vpc_resources)

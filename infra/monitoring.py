@@ -9,8 +9,9 @@ default, the job notification topic. Sources:
   these are per integration ARN, i.e. every state machine of the account and region that trains on
   SageMaker through Step Functions;
 - SQS queue depth of the upload queue and its dead-letter queue;
-- metric filters on FinishRun's ``run finished`` log line (lambdas/pipeline/run_metrics.py): training and
-  billable seconds per run, whose ratio is the spot saving.
+- metric filters on FinishRun's ``run finished`` log line (lambdas/pipeline/run_metrics.py), this stack's
+  own numbers: runs succeeded, training jobs failed or stopped (the failure rate), runs that timed out,
+  training and billable seconds per run (whose ratio is the spot saving).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
+from lambdas.jobs import failures
+from lambdas.jobs.notification import SUCCEEDED
 from lambdas.pipeline import run_metrics
 
 TRAIN_INTEGRATION = "arn:aws:states:::sagemaker:createTrainingJob.sync"
@@ -106,8 +109,8 @@ class Monitoring(Construct):
             threshold=0,
             comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
         )
-        failed = integration("ServiceIntegrationsFailed", FAILURE_RATE_WINDOW)
-        succeeded = integration("ServiceIntegrationsSucceeded", FAILURE_RATE_WINDOW)
+        failed = self.count("TrainingJobsFailed", FAILURE_RATE_WINDOW)
+        succeeded = self.count("RunsSucceeded", FAILURE_RATE_WINDOW)
         self.failure_rate = cloudwatch.MathExpression(
             expression="IF(failed + succeeded > 0, 100 * failed / (failed + succeeded), 0)",
             using_metrics={"failed": failed, "succeeded": succeeded},
@@ -117,24 +120,25 @@ class Monitoring(Construct):
         alarm(
             "TrainingFailureRate",
             self.failure_rate,
-            f"At least {FAILURE_RATE_PERCENT}% of the SageMaker training jobs that ended in the last "
-            f"{FAILURE_RATE_WINDOW.to_hours()} hours failed.",
+            f"At least {FAILURE_RATE_PERCENT}% of the runs that trained in the last "
+            f"{FAILURE_RATE_WINDOW.to_hours()} hours ended with the training job failed or stopped.",
             threshold=FAILURE_RATE_PERCENT,
             comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
         )
         alarm(
             "RunStuck",
             cloudwatch.MathExpression(
-                expression="train + runs",
+                expression="train + runs + steps",
                 using_metrics={
                     "train": integration("ServiceIntegrationsTimedOut"),
                     "runs": state_machine.metric_timed_out(period=FIVE_MINUTES, statistic="Sum"),
+                    "steps": self.count("RunsTimedOut", FIVE_MINUTES),
                 },
                 label="Runs stuck past their limit",
                 period=FIVE_MINUTES,
             ),
-            "A run's training step outlived its TimeoutSeconds (the longest max runtime plus spot wait): "
-            "the job was stuck; check the SageMaker job and the execution.",
+            "A run's step outlived its TimeoutSeconds (for training: the longest max runtime plus spot "
+            "wait): the run was stuck; check the SageMaker job and the execution.",
             threshold=1,
             comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
         )
@@ -167,6 +171,26 @@ class Monitoring(Construct):
 
     def _metric_filters(self, finish_run_logs: logs.ILogGroup) -> None:
         finished = f'$.message = "{run_metrics.LOG_MESSAGE}"'
+        kind = f"$.{run_metrics.FAILURE_KIND}"
+        counts = {
+            "RunsSucceeded": f'$.{run_metrics.STATUS} = "{SUCCEEDED}"',
+            # The job ran and failed or was stopped: what the training failure rate counts.
+            "TrainingJobsFailed": (
+                f'{kind} = "{failures.TRAINING_FAILED}" || {kind} = "{failures.TRAINING_STOPPED}"'
+            ),
+            "RunsTimedOut": f'{kind} = "{failures.TIMED_OUT}"',
+        }
+        for name, condition in counts.items():
+            logs.MetricFilter(
+                self,
+                f"{name}Filter",
+                log_group=finish_run_logs,
+                metric_namespace=self.namespace,
+                metric_name=name,
+                filter_pattern=logs.FilterPattern.literal(f"{{ ({finished}) && ({condition}) }}"),
+                metric_value="1",
+                unit=cloudwatch.Unit.COUNT,
+            )
         for name, field in [
             ("TrainingSeconds", run_metrics.TRAINING_SECONDS),
             ("BillableSeconds", run_metrics.BILLABLE_SECONDS),
@@ -181,6 +205,15 @@ class Monitoring(Construct):
                 metric_value=f"$.{field}",
                 unit=cloudwatch.Unit.SECONDS,
             )
+
+    def count(self, name: str, period: Duration) -> cloudwatch.Metric:
+        return cloudwatch.Metric(
+            namespace=self.namespace,
+            metric_name=name,
+            statistic="Sum",
+            period=period,
+            unit=cloudwatch.Unit.COUNT,
+        )
 
     def metric(self, name: str, period: Duration = DAY) -> cloudwatch.Metric:
         return cloudwatch.Metric(

@@ -45,14 +45,16 @@ def test_four_alarms_watch_failures_the_dead_letter_queue_the_failure_rate_and_s
     (expression,) = [m for m in rate["Metrics"] if "Expression" in m]
     assert "100 * failed / (failed + succeeded)" in expression["Expression"]
     inputs = {m["Id"]: m["MetricStat"]["Metric"] for m in rate["Metrics"] if "MetricStat" in m}
-    assert inputs["failed"]["MetricName"] == "ServiceIntegrationsFailed"
-    assert inputs["succeeded"]["MetricName"] == "ServiceIntegrationsSucceeded"
-    assert "createTrainingJob.sync" in json.dumps(inputs["failed"]["Dimensions"])
+    assert inputs["failed"]["MetricName"] == "TrainingJobsFailed"
+    assert inputs["succeeded"]["MetricName"] == "RunsSucceeded"
+    assert inputs["failed"]["Namespace"] == {"Fn::Join": ["", ["DreamBooth/", {"Ref": "AWS::StackName"}]]}
     assert rate["Threshold"] == 50
 
     stuck = {m["Id"]: m for m in found["RunStuck"]["Metrics"]}
     assert stuck["train"]["MetricStat"]["Metric"]["MetricName"] == "ServiceIntegrationsTimedOut"
     assert stuck["runs"]["MetricStat"]["Metric"]["MetricName"] == "ExecutionsTimedOut"
+    assert stuck["steps"]["MetricStat"]["Metric"]["MetricName"] == "RunsTimedOut"
+    assert "createTrainingJob.sync" in json.dumps(stuck["train"]["MetricStat"]["Metric"]["Dimensions"])
     assert all(a["TreatMissingData"] == "notBreaching" for a in found.values())
 
 
@@ -118,16 +120,28 @@ def test_metric_filters_read_finish_runs_log_line_by_the_names_the_handler_write
         r["Properties"]["MetricTransformations"][0]["MetricName"]: r["Properties"]
         for r in of_type(resources, "AWS::Logs::MetricFilter").values()
     }
-    assert set(filters) == {"TrainingSeconds", "BillableSeconds"}
+    assert set(filters) == {
+        "TrainingSeconds",
+        "BillableSeconds",
+        "RunsSucceeded",
+        "TrainingJobsFailed",
+        "RunsTimedOut",
+    }
+    for props in filters.values():
+        assert props["LogGroupName"] == {"Ref": finish_run_logs}
+        assert props["FilterPattern"].startswith(f'{{ ($.message = "{run_metrics.LOG_MESSAGE}") && (')
     for name, field in [
         ("TrainingSeconds", run_metrics.TRAINING_SECONDS),
         ("BillableSeconds", run_metrics.BILLABLE_SECONDS),
     ]:
-        props = filters[name]
-        assert props["LogGroupName"] == {"Ref": finish_run_logs}
-        assert f'$.message = "{run_metrics.LOG_MESSAGE}"' in props["FilterPattern"]
-        assert f"$.{field} >= 0" in props["FilterPattern"]
-        assert props["MetricTransformations"][0]["MetricValue"] == f"$.{field}"
+        assert f"$.{field} >= 0" in filters[name]["FilterPattern"]
+        assert filters[name]["MetricTransformations"][0]["MetricValue"] == f"$.{field}"
+    assert '$.status = "SUCCEEDED"' in filters["RunsSucceeded"]["FilterPattern"]
+    failed = filters["TrainingJobsFailed"]["FilterPattern"]
+    assert '$.failure_kind = "training_failed" || $.failure_kind = "training_stopped"' in failed
+    assert '$.failure_kind = "timed_out"' in filters["RunsTimedOut"]["FilterPattern"]
+    for name in ["RunsSucceeded", "TrainingJobsFailed", "RunsTimedOut"]:
+        assert filters[name]["MetricTransformations"][0]["MetricValue"] == "1"
 
 
 @pytest.fixture(scope="module")

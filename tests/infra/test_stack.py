@@ -121,7 +121,22 @@ def test_outputs_tell_the_user_where_to_upload_and_where_models_land(template):
         "StateMachineArn",
         "JobsTableName",
         "UploadEventsQueueUrl",
+        "DashboardUrl",
+        "AlarmTopicArn",
     } <= set(outputs)
+
+
+def test_the_image_uri_output_is_the_image_training_jobs_run(resources, template):
+    value = template.find_outputs("TrainerImageUri")["TrainerImageUri"]["Value"]
+    (custom,) = [r for r in resources.values() if r["Type"] == "Custom::TrainerImage"]
+    assert value["Fn::Join"][1][-1] == f":{custom['Properties']['ImageTag']}"
+    (state_machine,) = [
+        r
+        for k, r in resources.items()
+        if r["Type"] == "AWS::StepFunctions::StateMachine" and k.startswith("PipelineRuns")
+    ]
+    definition = json.dumps(state_machine["Properties"]["DefinitionString"])
+    assert json.dumps(value["Fn::Join"][1][-2])[1:-1] in definition  # same repository reference
 
 
 def test_cfn_lint_passes(stack_artifact):

@@ -131,7 +131,7 @@ class TrainerImageBuild(Construct):
             iam.PolicyStatement(actions=["codebuild:BatchGetBuilds"], resources=[self.project.project_arn])
         )
         self.is_complete.role.add_to_principal_policy(
-            iam.PolicyStatement(actions=["logs:GetLogEvents"], resources=[f"{self.build_logs.log_group_arn}"])
+            iam.PolicyStatement(actions=["logs:GetLogEvents"], resources=[self.build_logs.log_group_arn])
         )
 
         self.provider = cr.Provider(

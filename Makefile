@@ -10,7 +10,7 @@ export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 export CDK_DISABLE_CLI_TELEMETRY := true
 
-.PHONY: setup demo test lint synth clean
+.PHONY: setup demo test lint synth clean checkov-venv
 
 setup: $(VENV)/.installed node_modules/.installed
 
@@ -24,6 +24,18 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt lambdas/requirements.t
 
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+# checkov's dependencies conflict with the project's pins: it gets a venv of its own (used by
+# tests/infra/test_checkov.py, which runs this target first).
+CHECKOV_VENV := .venv-checkov
+
+checkov-venv: $(CHECKOV_VENV)/.installed
+
+$(CHECKOV_VENV)/.installed: requirements-checkov.txt
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet --upgrade pip
+	$(CHECKOV_VENV)/bin/pip install --quiet -r requirements-checkov.txt
 	touch $@
 
 demo: setup
@@ -40,4 +52,4 @@ synth: setup
 	npx cdk synth --quiet
 
 clean:
-	rm -rf cdk.out local-output .pytest_cache .ruff_cache
+	rm -rf cdk.out local-output .pytest_cache .ruff_cache $(CHECKOV_VENV)

@@ -34,5 +34,8 @@ def synthesize(
 def _synthesize(context_json: str, stack_name: str) -> dict[str, Any]:
     from app import build_app  # the repository root's CDK app
 
-    assembly = build_app({**json.loads(context_json), "stack_name": stack_name}).synth()
+    # The trainer image is a deploy-time artifact: the emulation runs the trainer as a subprocess, so it
+    # synthesizes the plain image asset rather than the CodeBuild project and its build-wait resource.
+    context = {"image_build": "local", **json.loads(context_json), "stack_name": stack_name}
+    assembly = build_app(context).synth()
     return assembly.get_stack_by_name(stack_name).template

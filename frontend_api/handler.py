@@ -6,6 +6,7 @@ trace and answered ``internal_error`` without one.
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
@@ -58,8 +59,14 @@ def caller(event: dict[str, Any], auth_mode: str) -> str:
 def create_job() -> Response:
     service, owner = _service()
     headers = {k.lower(): v for k, v in (app.current_event.headers or {}).items()}
+    body = app.current_event.body
+    if body is not None and app.current_event.is_base64_encoded:
+        try:
+            body = base64.b64decode(body).decode("utf-8")
+        except (ValueError, UnicodeDecodeError):
+            raise ApiError("malformed_json", "the body is not UTF-8 encoded JSON") from None
     status, created = service.create(
-        app.current_event.body, owner=owner, idempotency_key=headers.get(IDEMPOTENCY_HEADER.lower())
+        body, owner=owner, idempotency_key=headers.get(IDEMPOTENCY_HEADER.lower())
     )
     return _json(status, created)
 

@@ -3,7 +3,7 @@
 The host is resolved and every address it resolves to must be public: loopback, private, link-local
 (the instance metadata service at 169.254.169.254), multicast, reserved and unspecified addresses are
 refused, whatever name points at them. ``allow_local`` (set only by the local mode and its tests) admits
-``http://`` and loopback so a receiver on this machine can be used.
+``http://`` and loopback (never private or link-local) so a receiver on this machine can be used.
 """
 
 from __future__ import annotations
@@ -44,6 +44,10 @@ def is_public_address(address: str) -> bool:
     return ip.is_global and not (ip.is_multicast or ip.is_reserved or ip.is_link_local or ip.is_loopback)
 
 
+def _is_loopback(address: str) -> bool:
+    return ipaddress.ip_address(address.split("%", 1)[0]).is_loopback
+
+
 def check_url(url: str, *, what: str, allow_local: bool = False, resolver: Resolver = resolve) -> CheckedUrl:
     """Raise :class:`UnsafeUrl` unless ``url`` is https:// to a host with only public addresses."""
     try:
@@ -62,11 +66,10 @@ def check_url(url: str, *, what: str, allow_local: bool = False, resolver: Resol
     addresses = tuple(resolver(parts.hostname, port))
     if not addresses:
         raise UnsafeUrl(f"the host {parts.hostname!r} of {what} does not resolve")
-    if not allow_local:
-        private = [a for a in addresses if not is_public_address(a)]
-        if private:
-            raise UnsafeUrl(
-                f"{what} points at a private, loopback or link-local address ({', '.join(private)}); "
-                "use a public https:// host"
-            )
+    private = [a for a in addresses if not is_public_address(a) and not (allow_local and _is_loopback(a))]
+    if private:
+        raise UnsafeUrl(
+            f"{what} points at a private, loopback or link-local address ({', '.join(private)}); "
+            "use a public https:// host"
+        )
     return CheckedUrl(url=url, host=parts.hostname, port=port, addresses=addresses)

@@ -60,3 +60,10 @@ def test_the_local_override_admits_http_and_loopback_only_when_asked():
     assert checked.addresses == ("127.0.0.1",)
     with pytest.raises(UnsafeUrl):
         check_url("https://127.0.0.1:8000/hook", what="webhook_url")
+
+
+def test_the_local_override_still_refuses_private_and_link_local_addresses():
+    with pytest.raises(UnsafeUrl, match="169.254.169.254"):
+        check_url("http://x/", what="webhook_url", allow_local=True, resolver=resolver(["169.254.169.254"]))
+    with pytest.raises(UnsafeUrl, match="10.0.0.1"):
+        check_url("http://x/", what="webhook_url", allow_local=True, resolver=resolver(["10.0.0.1"]))

@@ -142,7 +142,10 @@ class LocalGateway:
             return _error(502, "internal_error", "the API function failed; see local-output/logs/lambda.log")
         out = payload.get("body") or ""
         data = base64.b64decode(out) if payload.get("isBase64Encoded") else out.encode("utf-8")
-        return int(payload["statusCode"]), dict(payload.get("headers") or {}), data
+        headers = dict(payload.get("headers") or {})
+        for name, values in (payload.get("multiValueHeaders") or {}).items():
+            headers[name] = ", ".join(str(v) for v in values)
+        return int(payload["statusCode"]), headers, data
 
 
 def _error(status: int, code: str, message: str) -> tuple[int, dict[str, str], bytes]:

@@ -25,12 +25,18 @@ CODES: dict[str, int] = {
     "no_images": 422,
     "job_not_found": 404,
     "route_not_found": 404,
+    "method_not_allowed": 405,
     "job_name_taken": 409,
     "idempotency_key_reused": 409,
     "idempotency_in_progress": 409,
     "job_already_started": 409,
     "job_not_running": 409,
     "internal_error": 500,
+    # Answered by API Gateway itself (infra/api.py maps its responses to this shape).
+    "unauthorized": 401,
+    "forbidden": 403,
+    "throttled": 429,
+    "bad_request": 400,
 }
 
 

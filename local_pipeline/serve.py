@@ -52,9 +52,14 @@ class _RequestHandler(BaseHTTPRequestHandler):
                 self.send_header(name, value)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
-        self.wfile.write(data)
+        if self.command != "HEAD":
+            self.wfile.write(data)
 
-    do_GET = do_POST = do_DELETE = do_PUT = do_PATCH = _serve
+    def __getattr__(self, name: str) -> Any:
+        """Every method (GET ... TRACE, QUERY) reaches the gateway, which answers 405 for the unknown ones."""
+        if name.startswith("do_"):
+            return self._serve
+        raise AttributeError(name)
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # one line per request would drown the progress lines

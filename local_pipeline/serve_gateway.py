@@ -25,6 +25,7 @@ MAX_BODY_BYTES = 10 * 1024 * 1024  # API Gateway's payload limit
 # The gateway's resources (infra/api.py); a path that matches none still reaches the function, as a
 # {proxy+} would, so its route_not_found answer is what a client sees.
 RESOURCES = ("/jobs", "/jobs/{job_id}", "/jobs/{job_id}/start")
+METHODS = {"/jobs": ("GET", "POST"), "/jobs/{job_id}": ("GET", "DELETE"), "/jobs/{job_id}/start": ("POST",)}
 
 
 def find_function(lambda_client: Any, handler: str) -> dict[str, Any]:
@@ -135,6 +136,14 @@ class LocalGateway:
         if len(body) > MAX_BODY_BYTES:
             return _error(413, "body_too_large", f"the body is over {MAX_BODY_BYTES} bytes")
         event = rest_event(method, raw_path, headers, body)
+        allowed = METHODS.get(event["resource"])
+        if allowed and method not in allowed:
+            status, out_headers, out = _error(
+                405,
+                "method_not_allowed",
+                f"{method} is not a method of {event['resource']}; use {', '.join(allowed)}",
+            )
+            return status, {**out_headers, "Allow": ", ".join(allowed)}, out
         with self._lock:
             response = self._lambda.invoke(FunctionName=self._function, Payload=json.dumps(event).encode())
         payload = json.loads(response["Payload"].read() or b"{}")

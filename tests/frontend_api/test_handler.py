@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from lambdas.jobs import s3_layout
@@ -195,3 +197,37 @@ def test_an_s3_zip_is_imported_and_committed(api):
     assert spec == b'{"max_train_steps": 5}'
     status, error = api.call("POST", f"/jobs/{job['id']}/start")
     assert (status, error["code"]) == (409, "job_already_started")
+
+
+def test_with_cognito_each_user_sees_only_their_own_jobs(aws):
+    from frontend_api import settings as api_settings
+    from local_pipeline.serve_gateway import prepare_local_functions, rest_event
+
+    environment = prepare_local_functions(
+        aws.boto3_client("lambda"), aws.client_environment, {api_settings.AUTH_MODE: "cognito"}
+    )
+    function = environment["API_FUNCTION_NAME"]
+
+    def call(user: str, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
+        event = rest_event(
+            method, path, {"Content-Type": "application/json"}, json.dumps(body).encode() if body else b""
+        )
+        event["requestContext"]["authorizer"] = {"claims": {"sub": user, "email": f"{user}@example.com"}}
+        response = aws.boto3_client("lambda").invoke(
+            FunctionName=function, Payload=json.dumps(event).encode()
+        )
+        payload = json.loads(response["Payload"].read())
+        return payload["statusCode"], json.loads(payload["body"])
+
+    try:
+        status, alice_job = call("alice", "POST", "/jobs", {"images": [IMAGE]})
+        assert status == 201
+        assert call("alice", "GET", f"/jobs/{alice_job['id']}")[0] == 200
+        status, error = call("bob", "GET", f"/jobs/{alice_job['id']}")
+        assert (status, error["code"]) == (404, "job_not_found")
+        assert call("bob", "DELETE", f"/jobs/{alice_job['id']}")[0] == 404
+        assert call("bob", "POST", f"/jobs/{alice_job['id']}/start")[0] == 404
+        assert [j["id"] for j in call("alice", "GET", "/jobs")[1]["jobs"]] == [alice_job["id"]]
+        assert call("bob", "GET", "/jobs")[1]["jobs"] == []
+    finally:
+        api_over(aws)  # the module's routing again

@@ -95,3 +95,33 @@ def test_the_api_code_asset_holds_the_api_and_the_pipeline_code():
     files = api_asset_files()
     assert "frontend_api/handler.py" in files and "lambdas/jobs/spec.py" in files
     assert "dreambooth_trainer/hyperparameters.py" in files
+
+
+def test_the_staged_api_asset_imports_both_handlers_with_runtime_packages_only(stack_artifact, tmp_path):
+    """Lambda's Python runtime has boto3/botocore/urllib3; the layer brings pydantic and Powertools."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    manifest = json.loads(
+        Path(stack_artifact.assembly.directory, f"{stack_artifact.stack_name}.assets.json").read_text()
+    )
+    (function,) = [
+        r
+        for r in stack_artifact.template["Resources"].values()
+        if r["Type"] == "AWS::Lambda::Function"
+        and r["Properties"].get("Handler") == "frontend_api.handler.handler"
+    ]
+    source = manifest["files"][function["Properties"]["Code"]["S3Key"].removesuffix(".zip")]["source"]
+    asset = Path(stack_artifact.assembly.directory, source["path"])
+    script = (
+        "import sys; sys.path = [p for p in sys.path if '/work/' not in p or 'site-packages' in p]\n"
+        f"sys.path.insert(0, {str(asset)!r})\n"
+        "import frontend_api.handler, frontend_api.webhook_handler, frontend_api\n"
+        f"assert frontend_api.__file__.startswith({str(asset)!r}), frontend_api.__file__\n"
+        "banned = {'requests', 'yaml', 'torch'} & set(sys.modules)\n"
+        "assert not banned, banned\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr

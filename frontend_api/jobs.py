@@ -177,6 +177,10 @@ class JobService:
         return 200, result
 
     def _check_limits(self, request: CreateJobRequest) -> None:
+        """Refuse at create what the pipeline would refuse later: the deployment's limits, up front.
+
+        The one place to add further deployment limits (instance types, steps, runtime) as 4xx answers.
+        """
         count = len(request.images or []) or (
             len(request.images_url) if isinstance(request.images_url, list) else 0
         )
@@ -315,15 +319,7 @@ class JobService:
             if error_code(err) in {"ValidationException", "ResourceNotFound"}:
                 return None
             raise
-        metrics = {m["MetricName"]: m["Value"] for m in described.get("FinalMetricDataList") or []}
-        steps = (described.get("HyperParameters") or {}).get("max_train_steps", "")
-        return Progress(
-            secondary_status=described.get("SecondaryStatus"),
-            step=metrics.get("train:step"),
-            loss=metrics.get("train:loss"),
-            steps_per_second=metrics.get("train:steps_per_second"),
-            max_train_steps=int(steps.strip('"')) if steps.strip('"').isdigit() else None,
-        )
+        return progress_of(described)
 
     def _model(self, model: dict[str, Any]) -> ModelView:
         prefix_uri = model["s3_prefix"]
@@ -454,6 +450,19 @@ class JobService:
                 keys = [{"Key": obj["Key"]} for obj in page.get("Contents", [])]
                 if keys:
                     self.s3.delete_objects(Bucket=self.bucket, Delete={"Objects": keys, "Quiet": True})
+
+
+def progress_of(described: dict[str, Any]) -> Progress:
+    """DescribeTrainingJob -> progress: the latest values SageMaker read from the trainer's metric lines."""
+    metrics = {m["MetricName"]: m["Value"] for m in described.get("FinalMetricDataList") or []}
+    steps = str((described.get("HyperParameters") or {}).get("max_train_steps", "")).strip('"')
+    return Progress(
+        secondary_status=described.get("SecondaryStatus"),
+        step=metrics.get("train:step"),
+        loss=metrics.get("train:loss"),
+        steps_per_second=metrics.get("train:steps_per_second"),
+        max_train_steps=int(steps) if steps.isdigit() else None,
+    )
 
 
 def job_status(job: ApiJob, run: dict[str, Any] | None) -> tuple[str, str]:

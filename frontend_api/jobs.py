@@ -250,6 +250,11 @@ class JobService:
             raise ApiError(
                 "no_images", f"nothing was uploaded for job {job_id}: upload through its targets first"
             )
+        run = self._run(job)
+        if run is not None and job_status(job, run)[0] in ("validating", "training"):
+            # The quiet period started the batch before this start call, so without the job's spec:
+            # that run is stopped (quietly) and job.json starts a new run on the whole folder.
+            self._stop_run(job, run, announce=False)
         self._commit(job)
         return self.view(self.store.get(job_id) or job)
 
@@ -399,7 +404,7 @@ class JobService:
             self.store.mark(job.id, purged=True)
         return self.view(self.store.get(job.id) or job, detailed=True)
 
-    def _stop_run(self, job: ApiJob, run: dict[str, Any]) -> None:
+    def _stop_run(self, job: ApiJob, run: dict[str, Any], *, announce: bool = True) -> None:
         """Stop the execution (Step Functions stops its training job), then record and announce the end."""
         pipeline = self.settings.pipeline
         run_id = run["run_id"]
@@ -431,7 +436,7 @@ class JobService:
         self.runs.record_run(
             job.job_name, run_id, bs.RUN_FAILED, moment, details=message.payload, failure_kind=why.kind
         )
-        if self.settings.topic_arn:
+        if announce and self.settings.topic_arn:
             client("sns").publish(
                 TopicArn=self.settings.topic_arn,
                 Subject=message.subject,

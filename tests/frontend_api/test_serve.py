@@ -200,3 +200,19 @@ def test_bad_requests_over_http_are_json_4xx(base_url):
     response = requests.get(f"{base_url}/jobs/job-ffffffffffffffff", timeout=30)
     assert (response.status_code, response.json()["code"]) == (404, "job_not_found")
     assert response.headers["Content-Type"] == "application/json"
+
+
+def test_a_batch_the_quiet_period_started_before_start_is_replaced_by_a_run_with_the_spec(aws, base_url):
+    trainer = HeldTrainer(aws)
+    aws.set_training_runner(trainer)
+    job = create_and_upload(base_url, job_name="slow client", max_train_steps=7)
+    early = wait_for(base_url, job["id"], {"training"}, timeout=120)  # after the 20 s quiet period
+    early_requests = len(aws.training_job_requests())
+    assert requests.post(f"{base_url}/jobs/{job['id']}/start", timeout=30).status_code == 202
+    (first, *_) = aws.runs("slow client")
+    assert aws.wait_for_execution(first["executionArn"], timeout=30)["status"] == "ABORTED"
+    request = aws.wait_for_training_job(early_requests + 1, timeout=120)
+    assert request.hyperparameters["max_train_steps"] == "7"
+    trainer.release.set()
+    done = wait_for(base_url, job["id"], {"succeeded", "failed"})
+    assert done["status"] == "succeeded" and done["run_id"] != early["run_id"]

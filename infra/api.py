@@ -313,7 +313,7 @@ class Api(Construct):
                         "MFA is offered (TOTP) and left to each user: the API serves back ends that sign in "
                         "non-interactively."
                     ),
-                    "AwsSolutions-COG8": "The Plus feature plan (threat protection) is paid; choose it per deployment.",
+                    "AwsSolutions-COG8": "Threat protection (Plus plan) is paid: a per-deployment choice.",
                 },
             )
             authorizer = apigw.CognitoUserPoolsAuthorizer(

@@ -9,6 +9,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
+from infra.api import Api
 from infra.functions import logs_key
 from infra.monitoring import Monitoring
 from infra.nag import acknowledge
@@ -89,6 +90,23 @@ class DreamBoothStack(Stack):
             # Runs start only once the image they name is in ECR: the deploy waits for the build first.
             self.pipeline.state_machine.node.add_dependency(self.training.image_build.resource)
 
+        self.api = Api(
+            self,
+            "Api",
+            bucket=bucket,
+            table=self.pipeline.table,
+            topic=self.notifications.topic,
+            topic_key=self.notifications.encryption_key,
+            state_machine=self.pipeline.state_machine,
+            job_defaults=settings.job_defaults,
+            limits=settings.limits,
+            log_key=self.logs_key,
+            auth=self.node.try_get_context("api_auth") or "iam",
+            import_buckets=tuple(
+                b for b in str(self.node.try_get_context("api_import_buckets") or "").split(",") if b
+            ),
+        )
+
         if not settings.notification_email:
             Annotations.of(self).add_warning_v2(
                 "dreambooth:no-email",
@@ -108,6 +126,8 @@ class DreamBoothStack(Stack):
         CfnOutput(self, "AlarmTopicArn", value=self.monitoring.alarm_topic.topic_arn)
         CfnOutput(self, "JobsTableName", value=self.pipeline.table.table_name)
         CfnOutput(self, "UploadEventsQueueUrl", value=self.pipeline.queue.queue_url)
+        CfnOutput(self, "ApiUrl", value=self.api.rest_api.url)
+        CfnOutput(self, "WebhookSecretArn", value=self.api.webhook_secret.secret_arn)
 
 
 # What a training job reads and writes, by key prefix (see lambdas/jobs/s3_layout.py).

@@ -1,4 +1,4 @@
-"""``python -m local_pipeline {demo,run,up,generate}``: the service on one machine, no AWS account needed.
+"""``python -m local_pipeline {demo,run,up,serve,generate}``: the service on one machine, no AWS needed.
 
 Progress goes to stderr; ``run`` and ``demo`` print the notification, as a subscriber receives it, as
 the last line of stdout, and exit 0 only when the job succeeded.
@@ -18,6 +18,7 @@ from typing import Any, TextIO
 from lambdas.jobs.spec import JobSpec, JobSpecError, parse_job_spec
 from local_pipeline.demo_assets import sample_subject_images, tiny_base_model
 from local_pipeline.progress import stage
+from local_pipeline.serve import add_serve_command
 from local_pipeline.service import (
     OUTPUT_ROOT,
     EmbeddedService,
@@ -103,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     up.add_argument("--verbose", action="store_true", help="show every trainer log line")
     up.set_defaults(command=cmd_up)
+
+    add_serve_command(commands)
 
     generate = commands.add_parser("generate", help="render images from a trained model")
     generate.add_argument("--model", required=True, help="model folder, single file, or s3:// prefix")

@@ -95,6 +95,7 @@ def test_an_ops_email_gets_its_own_encrypted_alarm_topic():
     subscriptions = {
         s["Properties"]["Endpoint"]: s["Properties"]["TopicArn"]
         for s in of_type(resources, "AWS::SNS::Subscription").values()
+        if s["Properties"]["Protocol"] == "email"
     }
     assert subscriptions["ops@example.com"] == {"Ref": ops}
     for alarm in alarms(resources).values():

@@ -21,7 +21,8 @@ HANDLERS = {
 
 
 def of_type(resources, kind):
-    return {k: v for k, v in resources.items() if v["Type"] == kind}
+    """The pipeline's resources of a type (the HTTP API's own, ``Api*``, are tested in test_api.py)."""
+    return {k: v for k, v in resources.items() if v["Type"] == kind and not k.startswith("Api")}
 
 
 def only(resources, kind):

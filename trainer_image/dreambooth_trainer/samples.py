@@ -43,7 +43,9 @@ def render_samples(
     device = torch.device("cuda" if cuda else "cpu")
     modules = [m for m in model.pipeline.components.values() if isinstance(m, torch.nn.Module)]
     # Frozen modules sit in the training's half precision on GPU, trained ones in fp32: autocast bridges them.
-    half = next((m.dtype for m in modules if m.dtype in HALF_DTYPES), None) if cuda else None
+    # Keyed on the VAE: a family that keeps its VAE in fp32 (SDXL, which overflows in fp16) decodes in fp32.
+    vae_dtype = model.pipeline.vae.dtype
+    half = vae_dtype if cuda and vae_dtype in HALF_DTYPES else None
     autocast = torch.autocast("cuda", dtype=half) if half is not None else contextlib.nullcontext()
     folder = out_dir / SAMPLES_DIR
     folder.mkdir(parents=True, exist_ok=True)

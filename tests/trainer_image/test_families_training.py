@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ import torch
 from peft.utils import get_peft_model_state_dict
 
 from dreambooth_trainer.data import load_images
+from dreambooth_trainer.errors import TrainingStopped
 from dreambooth_trainer.families import get_family
 from dreambooth_trainer.families.rules import (
     apply_family_defaults,
@@ -27,6 +29,7 @@ from dreambooth_trainer.hyperparameters import (
 )
 from dreambooth_trainer.loop import train
 from dreambooth_trainer.model_loading import BaseModelSource, load_model_parts
+from dreambooth_trainer.sagemaker_contract import StopSignal
 
 SETTINGS = {
     "instance_prompt": "a photo of sks dog",
@@ -196,3 +199,26 @@ def test_a_resumed_flux_run_ends_bit_identical_to_the_uninterrupted_one(
     assert expected.keys() == trained.keys() and expected
     for key, value in trained.items():
         assert torch.equal(value, expected[key]), key
+
+
+@pytest.mark.parametrize(
+    ("min_steps", "outcome"),
+    [(1, "a restarted job resumes from the checkpoint at step 1"), (10, "no checkpoint yet")],
+)
+def test_a_stopped_flux_run_follows_the_sigterm_policy(
+    tiny_family_model, subject_images: Path, tmp_path: Path, min_steps: int, outcome: str
+) -> None:
+    hp = TrainingHyperparameters(
+        **{**SETTINGS, "resolution": 64, "with_prior_preservation": False, "save_steps": 0},
+        sigterm_save_min_steps=min_steps,
+    )
+    instance, _ = load_images([subject_images], 64, True, 0)
+    family = get_family("flux", max_sequence_length=16)
+    model = family.load(BaseModelSource("folder", str(tiny_family_model("flux"))))
+    stop = StopSignal()
+    stop.requested, stop.signal_name = True, "SIGTERM"  # arrived during step 1, just now
+    stop.requested_at = time.monotonic()
+    with pytest.raises(TrainingStopped, match=f"stopped by SIGTERM at step 1 of 3; {outcome}"):
+        train(model, instance, [], hp, family=family, checkpoint_dir=tmp_path, stop=stop)
+    saved = sorted(p.name for p in tmp_path.iterdir()) if tmp_path.exists() else []
+    assert saved == (["step-00000001"] if min_steps == 1 else [])

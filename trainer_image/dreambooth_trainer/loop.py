@@ -34,6 +34,8 @@ from .checkpointing import (
 from .data import TrainingImage
 from .errors import TrainingStopped
 from .families.base import FamilyModel, ModelFamily, add_lora
+from .families.registry import get_family
+from .families.sd import sd_model
 from .hyperparameters import TrainingHyperparameters
 from .metrics import format_metrics_line, format_summary_line
 from .model_loading import ModelParts
@@ -244,9 +246,6 @@ def train(
     from accelerate import Accelerator
     from diffusers.optimization import get_scheduler
     from diffusers.training_utils import EMAModel, cast_training_params
-
-    from .families.registry import get_family
-    from .families.sd import sd_model
 
     if isinstance(model, ModelParts):
         model = sd_model(model)

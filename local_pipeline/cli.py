@@ -12,8 +12,10 @@ import os
 import shlex
 import signal
 import sys
+import threading
 import time
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -63,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     results = sys.stdout
     with ExitStack() as stack:
+        stack.enter_context(_sigterm_as_interrupt())
         if getattr(args, "verbose", False):
             log_stream: TextIO = sys.stderr
         else:
@@ -259,7 +262,6 @@ def cmd_up(args: argparse.Namespace, results: TextIO) -> int:
         context["default_hyperparameters"] = TINY_MODEL_HYPERPARAMETERS
     notifications = OUTPUT_ROOT / "notifications"
     notifications.mkdir(parents=True, exist_ok=True)
-    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     with EmbeddedService(port=args.port, verbose=args.verbose, context=context) as service:
         endpoint = service.endpoint
         assert endpoint is not None
@@ -299,15 +301,19 @@ def _finish_running_jobs(
     try:
         stopped = service.stop_training_jobs()
         if stopped:
-            stage(f"stopped {stopped} training job(s); waiting for the runs to report")
+            stage(f"stopped {stopped} training job(s); waiting for their runs to report")
+        reported = 0
         deadline = time.monotonic() + STOP_REPORT_SECONDS
-        while time.monotonic() < deadline:
-            running = service.running_executions()
-            for message in inbox.receive(wait_seconds=1 if running else 0):
+        while True:
+            messages = inbox.receive(wait_seconds=1 if reported < stopped else 0)
+            for message in messages:
                 _deliver(endpoint, message, notifications, results)
-            if not running:
+            reported += len(messages)
+            if reported >= stopped and not messages:
                 return
-        warn(f"runs still in progress after {STOP_REPORT_SECONDS} s were left unreported")
+            if time.monotonic() > deadline:
+                warn(f"no report from {stopped - reported} stopped run(s) within {STOP_REPORT_SECONDS} s")
+                return
     except KeyboardInterrupt:
         warn("stopped without waiting for the runs in progress to report")
 
@@ -330,8 +336,21 @@ def _deliver(endpoint: ServiceEndpoint, message: str, folder: Path, results: Tex
     print(message, file=results, flush=True)
 
 
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """One clean shutdown path for Ctrl-C and `kill`: every process the command started is stopped."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _stop_on_sigterm(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt  # one clean shutdown path for Ctrl-C and `kill`
+    raise KeyboardInterrupt
 
 
 def cmd_generate(args: argparse.Namespace, results: TextIO) -> int:

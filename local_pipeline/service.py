@@ -114,12 +114,6 @@ class EmbeddedService:
         Stopped, so its run ends with a ``training_stopped`` notification. Returns how many were stopped."""
         return self._processes.stop_all()
 
-    def running_executions(self) -> int:
-        """Runs of the state machine still in progress (each ends with a notification)."""
-        if self._aws is None:
-            return 0
-        return sum(1 for e in self._aws.executions() if e["status"] == "RUNNING")
-
     def _wait_for_joined_clients(self) -> None:
         """A `run` that joined this service may still be copying its model: let it finish first."""
         assert self._aws is not None

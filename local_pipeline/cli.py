@@ -236,8 +236,9 @@ def _report(endpoint: ServiceEndpoint, notification: dict[str, Any]) -> None:
     if notification.get("status") != "SUCCEEDED":
         failure = notification.get("failure") if isinstance(notification.get("failure"), dict) else {}
         stage(f"job {job_name} failed: {failure.get('reason', 'no reason given')}")
-        for advice in failure.get("advice") or []:
-            stage(f"what to do: {advice}")
+        advice = failure.get("advice") or []
+        for item in [advice] if isinstance(advice, str) else advice:
+            stage(f"what to do: {item}")
         return
     model = notification.get("model") or {}
     target = copy_model_out(endpoint, notification, OUTPUT_ROOT)

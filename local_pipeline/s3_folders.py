@@ -60,21 +60,40 @@ def download_prefix(s3_client, uri: str, target: Path) -> Download:
     Keys that would land outside ``target`` are not downloaded; they are listed in ``refused``.
     """
     bucket, prefix = split_s3_uri(uri)
-    target.mkdir(parents=True, exist_ok=True)
-    result = Download()
+    objects = []
     for page in s3_client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         for item in page.get("Contents", []):
             relative = item["Key"][len(prefix) :].lstrip("/")
-            if not relative or relative.endswith("/"):
-                continue  # folder placeholders
-            try:
-                destination = contained_path(target, relative)
-            except UnsafeKeyError as err:
-                result.refused.append(RefusedKey(item["Key"], str(err)))
-                continue
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            s3_client.download_file(bucket, item["Key"], str(destination))
-            result.files.append(destination)
+            if relative and not relative.endswith("/"):  # folder placeholders are skipped
+                objects.append((item["Key"], relative))
+    return download_objects(s3_client, bucket, objects, target)
+
+
+def download_manifest(s3_client, manifest: list, target: Path) -> Download:
+    """A SageMaker ``ManifestFile`` channel: ``[{"prefix": "s3://b/p/"}, "relative/key", ...]`` -> target.
+
+    Each entry lands at ``target/<relative key>``, as SageMaker's File mode lays it out.
+    """
+    if not manifest or not isinstance(manifest[0], dict) or "prefix" not in manifest[0]:
+        raise ValueError('a manifest starts with {"prefix": "s3://<bucket>/<prefix>"}')
+    bucket, prefix = split_s3_uri(str(manifest[0]["prefix"]))
+    objects = [(prefix + str(relative), str(relative)) for relative in manifest[1:]]
+    return download_objects(s3_client, bucket, objects, target)
+
+
+def download_objects(s3_client, bucket: str, objects: list[tuple[str, str]], target: Path) -> Download:
+    """``(key, relative name)`` pairs into ``target``; names that would leave it are refused, not written."""
+    target.mkdir(parents=True, exist_ok=True)
+    result = Download()
+    for key, relative in objects:
+        try:
+            destination = contained_path(target, relative)
+        except UnsafeKeyError as err:
+            result.refused.append(RefusedKey(key, str(err)))
+            continue
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        s3_client.download_file(bucket, key, str(destination))
+        result.files.append(destination)
     return result
 
 

@@ -4,7 +4,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from local_pipeline.s3_folders import UnsafeKeyError, contained_path, download_prefix
+from local_pipeline.s3_folders import UnsafeKeyError, contained_path, download_manifest, download_prefix
 
 TRAVERSAL = "uploads/esc/../../../pwned/x.jpg"
 
@@ -63,3 +63,18 @@ def test_download_refuses_a_traversal_key_and_copies_the_rest(s3, tmp_path):
     assert all(TRAVERSAL in line or "sub/../../b.jpg" in line for line in download.describe_refused())
     written = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file())
     assert written == ["work/deep/target/a.jpg"], "nothing lands outside the target"
+
+
+def test_a_manifest_channel_copies_exactly_its_entries_and_refuses_traversal(s3, tmp_path):
+    for key in ["uploads/rex/a.jpg", "uploads/rex/b.jpg", "uploads/rex/late.jpg", "pwned.jpg"]:
+        s3.put_object(Bucket="bkt", Key=key, Body=key.encode())
+    manifest = [{"prefix": "s3://bkt/uploads/rex/"}, "a.jpg", "b.jpg", "../../pwned.jpg"]
+    target = tmp_path / "images"
+
+    download = download_manifest(s3, manifest, target)
+
+    assert download.files == [target / "a.jpg", target / "b.jpg"], "late.jpg is not in the manifest"
+    assert [item.key for item in download.refused] == ["uploads/rex/../../pwned.jpg"]
+    assert (target / "b.jpg").read_bytes() == b"uploads/rex/b.jpg"
+    with pytest.raises(ValueError, match="prefix"):
+        download_manifest(s3, ["a.jpg"], target)

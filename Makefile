@@ -5,8 +5,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-# jsii prints a banner per process on Node 20; the CLI's telemetry cannot reach anything offline.
-export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
+# Node 22 and 24 are the CDK CLI's lines; 20 (end-of-life) still works. jsii prints a banner per process
+# for an end-of-life or deprecated Node: silenced for these three (local_aws/node_runtime.py does the same
+# for `python -m local_pipeline`). The CLI's telemetry cannot reach anything offline.
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20,22,24
 export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 export CDK_DISABLE_CLI_TELEMETRY := true
 

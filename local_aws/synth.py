@@ -7,6 +7,8 @@ import json
 from functools import lru_cache
 from typing import Any
 
+from local_aws.node_runtime import quiet_jsii_environment
+
 DEFAULT_STACK_NAME = "DreamBoothService"
 # Seconds instead of minutes, for tests and demos: a batch is quiet after 1 s, job.json commits at
 # once, a throttled CreateTrainingJob is retried after 1 s, a queued run asks for a slot every second
@@ -32,6 +34,7 @@ def synthesize(
 
 @lru_cache(maxsize=8)
 def _synthesize(context_json: str, stack_name: str) -> dict[str, Any]:
+    quiet_jsii_environment()  # before jsii starts Node for the first time
     from app import build_app  # the repository root's CDK app
 
     # The trainer image is a deploy-time artifact: the emulation runs the trainer as a subprocess, so it

@@ -148,7 +148,7 @@ class LocalGateway:
             response = self._lambda.invoke(FunctionName=self._function, Payload=json.dumps(event).encode())
         payload = json.loads(response["Payload"].read() or b"{}")
         if response.get("FunctionError") or "statusCode" not in payload:
-            return _error(502, "internal_error", "the API function failed; see local-output/logs/lambda.log")
+            return _error(502, "internal_error", "the API function failed; see local-output/logs/service.log")
         out = payload.get("body") or ""
         data = base64.b64decode(out) if payload.get("isBase64Encoded") else out.encode("utf-8")
         headers = dict(payload.get("headers") or {})

@@ -142,6 +142,7 @@ def publish(out_dir: Path, hp: TrainingHyperparameters, record: dict[str, Any]) 
         "prompt": record["prompt"],
         "base_model": record["base_model"],
         "lora_weight_name": record["lora_weight_name"],
+        "kohya_lora_name": record["kohya_lora_name"],
         "single_file_name": record["single_file_name"],
         "samples": record["samples"],
     }

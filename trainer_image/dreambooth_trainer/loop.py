@@ -1,7 +1,7 @@
 """The DreamBooth training loop: set up once, then one plain loop over optimizer steps.
 
 Speed comes from doing per-step only what must be per-step: VAE latents and prompt embeddings are computed
-once before the loop (unless the text encoder trains or not_cache_latents asks otherwise), gradients are
+once (unless the text encoder trains or not_cache_latents asks otherwise), gradients are
 dropped with zero_grad(set_to_none=True), nothing is reloaded. All randomness of step s comes from (seed, s),
 so a run resumed from a checkpoint takes the same batches and noise as the uninterrupted one.
 """
@@ -235,23 +235,13 @@ def train(
     scaling = vae.config.scaling_factor
     shift = getattr(vae.config, "shift_factor", None) or 0.0
     sets = {"instance": instance, "class": class_images}
-    latent_stats: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    # Latents are cached on first use, one image at a time (so a value never depends on batching): the
+    # first step waits for its own images only, as an uncached loop's does, and each is encoded once.
+    latent_stats: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = {}
     with torch.no_grad():
         prompt_embeddings = (
             encode_prompts(list(range(len(unique_prompts)))).to(weight_dtype) if cache_text else None
         )
-        if cache_latents:
-            for name, images in sets.items():
-                means, stds = [], []
-                for start in range(0, len(images), 8):
-                    pixels = to_pixel_batch(images[start : start + 8], device, weight_dtype)
-                    dist = vae.encode(pixels).latent_dist
-                    means.append(dist.mean)
-                    stds.append(dist.std)
-                if means:
-                    latent_stats[name] = (torch.cat(means), torch.cat(stds))
-    if cache_latents:
-        vae.to("cpu")  # done with it: free the device for the UNet
     if cache_text:
         text_encoder.to("cpu")
     if cuda:
@@ -321,8 +311,15 @@ def train(
 
     def latents_for(name: str, rows: list[int], generator: torch.Generator) -> torch.Tensor:
         if cache_latents:
-            mean, std = latent_stats[name]
-            mean, std = mean[rows], std[rows]
+            for row in rows:
+                if (name, row) not in latent_stats:
+                    with torch.no_grad():
+                        dist = vae.encode(to_pixel_batch([sets[name][row]], device, weight_dtype)).latent_dist
+                    latent_stats[name, row] = (dist.mean, dist.std)
+                    if len(latent_stats) == len(instance) + len(class_images):
+                        vae.to("cpu")  # every image cached: free the device for the UNet
+            mean = torch.cat([latent_stats[name, row][0] for row in rows])
+            std = torch.cat([latent_stats[name, row][1] for row in rows])
             sample = mean + std * torch.randn(
                 mean.shape, generator=generator, device=device, dtype=mean.dtype
             )

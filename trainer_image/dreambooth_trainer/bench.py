@@ -34,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -152,11 +153,13 @@ def run_child(
     if not cuda:
         torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     bnb_problem = bitsandbytes_usable()
+    row_extra = {**device(), "bitsandbytes_problem": bnb_problem}
     hp = run_settings(preset, variant, steps, resolution, bnb_problem)
     row: dict[str, Any] = {
         "preset": preset,
         "variant": variant,
         "settings": {key: getattr(hp, key) for key in SETTINGS_SHOWN},
+        **row_extra,
     }
     load_start = time.perf_counter()
     parts = load_model_parts(BaseModelSource("folder", str(model_dir)))
@@ -209,25 +212,34 @@ def prepare(folder: Path, architecture: str, resolution: int) -> tuple[Path, Pat
     return model_dir, images
 
 
-def environment(architecture: str) -> dict[str, Any]:
-    import diffusers
+def device() -> dict[str, Any]:
+    """The GPU (asked in the children: in the parent it would hold a CUDA context for the whole run)."""
     import torch
-    import transformers
 
-    cuda = torch.cuda.is_available()
-    bnb = importlib.util.find_spec("bitsandbytes")
+    if not torch.cuda.is_available():
+        return {"device": f"CPU ({os.cpu_count()} cores), no GPU", "gpu_memory_gib": None}
+    total = torch.cuda.get_device_properties(0).total_memory
+    return {"device": torch.cuda.get_device_name(0), "gpu_memory_gib": round(total / 2**30, 1)}
+
+
+def environment(architecture: str) -> dict[str, Any]:
+    """Versions, read from package metadata (importing bitsandbytes would initialize CUDA here)."""
+    import torch
+
+    def version(name: str) -> str | None:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return None
+
     return {
-        "device": torch.cuda.get_device_name(0) if cuda else f"CPU ({os.cpu_count()} cores), no GPU",
-        "gpu_memory_gib": round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1)
-        if cuda
-        else None,
         "model": f"{architecture} architecture, random weights",
         "python": platform.python_version(),
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
-        "diffusers": diffusers.__version__,
-        "transformers": transformers.__version__,
-        "bitsandbytes": __import__("bitsandbytes").__version__ if bnb else None,
+        "diffusers": version("diffusers"),
+        "transformers": version("transformers"),
+        "bitsandbytes": version("bitsandbytes"),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
 
@@ -264,8 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         "steps/s: 1 / median step time after the first step; peak memory: torch.cuda.max_memory_allocated/"
         "reserved; time_to_first_step_s: from train() to the end of step 1; checkpoint: the one save mid-run"
     )
-    bnb_problem = bitsandbytes_usable()
-    table["notes"] = [f"{bnb_problem}: 8-bit Adam off in every preset"] if bnb_problem else []
+    table["notes"] = []
     rows = []
     with tempfile.TemporaryDirectory(prefix="dreambooth-gpu-bench-") as tmp:
         started = time.perf_counter()
@@ -294,6 +305,10 @@ def main(argv: list[str] | None = None) -> int:
         fast, naive = pair.get("optimized", {}), pair.get("naive", {})
         if fast.get("steps_per_second") and naive.get("steps_per_second"):
             fast["speedup_vs_naive"] = round(fast["steps_per_second"] / naive["steps_per_second"], 3)
+    for key in ("device", "gpu_memory_gib"):  # the children saw the device; the parent never touches it
+        table[key] = next((row[key] for row in rows if key in row), None)
+    problems = {row.get("bitsandbytes_problem") for row in rows} - {None}
+    table["notes"] += [f"{problem}: 8-bit Adam off in every preset" for problem in sorted(problems)]
     table["rows"] = rows
     text = json.dumps(table, indent=2)
     print(text)

@@ -69,6 +69,7 @@ def success(facts: RunFacts, model: ModelFiles) -> Notification:
             ("Diffusers", model.diffusers_folder),
             ("Checkpoint", model.checkpoint),
             ("LoRA", model.lora),
+            ("WebUI LoRA", model.kohya_lora),
             (
                 "Samples",
                 f"{len(model.samples)} image(s) under {model.prefix_uri}samples/" if model.samples else None,

@@ -41,6 +41,7 @@ from lambdas.jobs.batch import check_job_spec
 from lambdas.jobs.spec import JobSpecError
 from lambdas.jobs.training_request import model_output_s3_uri
 from lambdas.pipeline.aws import client, error_code
+from lambdas.pipeline.queue import free_run
 from lambdas.pipeline.runs_table import JobsTable
 
 JOB_ID_PATTERN = re.compile(r"^job-[0-9a-f]{16}$")
@@ -438,6 +439,7 @@ class JobService:
                 client("sagemaker").stop_training_job(TrainingJobName=run["training_job_name"])
         moment = now_ms()
         self.runs.close_batch(job.job_name, run_id, moment)
+        free_run(job.job_name, run_id, pipeline)  # at once, not only when EventBridge reports the abort
         why = failures.Failure(
             failures.TRAINING_STOPPED,
             "The job was stopped through the HTTP API (DELETE /jobs/{id}).",

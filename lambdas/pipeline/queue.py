@@ -88,7 +88,12 @@ def release_ended_execution(detail: dict[str, Any], settings: PipelineSettings) 
         return False
     if not isinstance(run, dict) or not run.get("job_name") or not run.get("run_id"):
         return False
-    slots = TrainingSlots(settings.table_name)
-    slots.release(str(run["job_name"]), str(run["run_id"]))
-    slots.forget_tickets_of(str(run["job_name"]), str(run["run_id"]))
+    free_run(str(run["job_name"]), str(run["run_id"]), settings)
     return True
+
+
+def free_run(job_name: str, run_id: str, settings: PipelineSettings) -> None:
+    """A run stopped from outside its execution gives back its slot and its place in line."""
+    slots = TrainingSlots(settings.table_name)
+    slots.release(job_name, run_id)
+    slots.forget_tickets_of(job_name, run_id)

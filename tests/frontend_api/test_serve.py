@@ -12,6 +12,8 @@ import requests
 
 from frontend_api import signing
 from lambdas.jobs import s3_layout
+from lambdas.jobs.training_slots import holder_id
+from lambdas.pipeline.training_slots import TrainingSlots
 from local_pipeline.serve import ApiServer
 from tests.pipeline.support import fake_trainer
 
@@ -180,7 +182,11 @@ def test_stopping_a_running_job_stops_its_execution_and_purge_deletes_its_data(a
     assert stopped.json()["status"] == "stopped"
     assert stopped.json()["failure"]["kind"] == "training_stopped"
     (execution,) = aws.runs("stop-me")
-    assert aws.wait_for_execution(execution["executionArn"], timeout=30)["status"] == "ABORTED"
+    described = aws.wait_for_execution(execution["executionArn"], timeout=30)
+    assert described["status"] == "ABORTED"
+    run_id = json.loads(described["input"])["run_id"]
+    slots = TrainingSlots(aws.table_name, aws.boto3_client("dynamodb"))
+    assert holder_id("stop-me", run_id) not in slots.holders(int(time.time() * 1000))  # its slot is free
 
     trainer.release.set()  # the training job ends later: the stopped execution records nothing more
     time.sleep(2)

@@ -55,7 +55,7 @@ class ServiceSettings(BaseModel):
         defaults, limits = self.job_defaults, self.limits
         checks = [
             (
-                defaults.instance_type in limits.instance_types,
+                defaults.instance_type is None or defaults.instance_type in limits.instance_types,
                 f"default_instance_type {defaults.instance_type} is not in {context_key('instance_types')}",
             ),
             (
@@ -64,7 +64,7 @@ class ServiceSettings(BaseModel):
                 f"{context_key('max_runtime_seconds')} {limits.max_runtime_seconds}",
             ),
             (
-                defaults.max_train_steps <= limits.max_train_steps,
+                defaults.max_train_steps is None or defaults.max_train_steps <= limits.max_train_steps,
                 f"default_max_train_steps {defaults.max_train_steps} is over "
                 f"{context_key('max_train_steps')} {limits.max_train_steps}",
             ),

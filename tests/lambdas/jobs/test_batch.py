@@ -202,7 +202,8 @@ def test_hyperparameter_overrides_are_checked_by_the_trainer_schema():
         ("../../etc", False),
         ("/opt/ml/input/data/model", False),
         ("./models/sd", False),
-        ("sd15", False),
+        ("sd15", True),  # an alias of the family table
+        ("my-sd15", False),
     ],
 )
 def test_base_model_is_a_hugging_face_id_or_a_folder_under_base_models(base_model, ok):

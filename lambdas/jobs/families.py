@@ -54,7 +54,9 @@ def detect_family(base_model: str, model_index: dict[str, Any] | None = None) ->
 
 
 def family_label(name: str) -> str:
-    return f"{name} ({FAMILIES[name].description})"
+    """``sdxl (Stable Diffusion XL)``: the family and its description's first part; an unknown name as is."""
+    entry = FAMILIES.get(name)
+    return f"{name} ({entry.description.split(' (')[0]})" if entry else name
 
 
 def min_image_side(family: str, deployment_min_side: int) -> int:

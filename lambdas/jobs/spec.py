@@ -247,7 +247,8 @@ def resolve_job(
     instance_prompt = spec.instance_prompt or f"a photo of {token} {class_word}"
     if spec.subject_type:
         with_prior = spec.with_prior_preservation
-        class_prompt = spec.class_prompt
+        # Prior preservation asked for in job.json needs a class prompt: the job's words, as without a subject.
+        class_prompt = spec.class_prompt or (f"a photo of {class_word}" if with_prior else None)
         steps = spec.max_train_steps
     else:
         with_prior = (

@@ -56,7 +56,9 @@ def test_limits_are_context_keys_with_safe_defaults():
 
 def test_defaults_outside_the_limits_stop_the_synth_naming_both_keys():
     with pytest.raises(
-        ValueError, match="^invalid CDK context: default_instance_type ml.g4dn.xlarge is not in"
+        ValueError,
+        match=r"^invalid CDK context: default_instance_type ml.g4dn.xlarge \(the default for sd base models\)"
+        " is not in",
     ):
         settings_from_context({"limit_instance_types": "ml.g5.xlarge"})
     with pytest.raises(
@@ -80,3 +82,13 @@ def test_the_training_queue_is_set_by_its_own_context_keys():
         settings_from_context({"max_concurrent_training_jobs": 0})
     with pytest.raises(ValueError, match="training_slot_poll_seconds"):
         settings_from_context({"training_slot_poll_seconds": -1})
+
+
+def test_without_a_default_instance_type_the_default_base_models_family_must_fit_the_limits():
+    with pytest.raises(
+        ValueError, match=r"default_instance_type ml.g6.xlarge \(the default for flux base models\)"
+    ):
+        settings_from_context({"default_base_model": "flux1-dev", "limit_instance_types": "ml.g4dn.xlarge"})
+    settings = settings_from_context({"default_base_model": "flux1-dev"})
+    assert settings.job_defaults.instance_type is None  # each job's family picks its instance
+    assert settings.job_defaults.max_train_steps is None and settings.job_defaults.training_method is None

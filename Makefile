@@ -5,12 +5,14 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-# jsii prints a banner per process on Node 20; the CLI's telemetry cannot reach anything offline.
-export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
+# Node 22 and 24 are the CDK CLI's lines; 20 (end-of-life) still works. jsii prints a banner per process
+# for an end-of-life or deprecated Node: silenced for these three (local_aws/node_runtime.py does the same
+# for `python -m local_pipeline`). The CLI's telemetry cannot reach anything offline.
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20,22,24
 export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 export CDK_DISABLE_CLI_TELEMETRY := true
 
-.PHONY: setup demo test lint synth clean
+.PHONY: setup demo test lint synth clean checkov-venv
 
 setup: $(VENV)/.installed node_modules/.installed
 
@@ -24,6 +26,18 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt lambdas/requirements.t
 
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+# checkov's dependencies conflict with the project's pins: it gets a venv of its own (used by
+# tests/infra/test_checkov.py, which runs this target first).
+CHECKOV_VENV := .venv-checkov
+
+checkov-venv: $(CHECKOV_VENV)/.installed
+
+$(CHECKOV_VENV)/.installed: requirements-checkov.txt
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet --upgrade pip
+	$(CHECKOV_VENV)/bin/pip install --quiet -r requirements-checkov.txt
 	touch $@
 
 demo: setup
@@ -40,4 +54,4 @@ synth: setup
 	npx cdk synth --quiet
 
 clean:
-	rm -rf cdk.out local-output .pytest_cache .ruff_cache
+	rm -rf cdk.out local-output .pytest_cache .ruff_cache $(CHECKOV_VENV)

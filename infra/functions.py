@@ -9,33 +9,95 @@ import zipfile
 from pathlib import Path
 
 import jsii
-from aws_cdk import AssetHashType, Aws, BundlingOptions, DockerImage, Duration, ILocalBundling, RemovalPolicy
+from aws_cdk import (
+    ArnFormat,
+    AssetHashType,
+    Aws,
+    BundlingOptions,
+    DockerImage,
+    Duration,
+    ILocalBundling,
+    RemovalPolicy,
+    Stack,
+)
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from infra.nag import acknowledge
 
+# The newest Python that both Lambda (CDK 2.275: Runtime.PYTHON_3_14) and the Powertools v3 layer
+# support: the layer is published per runtime as AWSLambdaPowertoolsPythonV3-python314-<arch>.
+RUNTIME = lambda_.Runtime.PYTHON_3_14
 # Powertools for AWS Lambda (Python) v3, public layer by ARN: it bundles pydantic v2. Layer 27 is
 # Powertools 3.23.0; the handlers use only APIs that 3.x has had since 3.0 (Logger, batch, parser).
 POWERTOOLS_ACCOUNT = "017000801446"
 POWERTOOLS_LAYER_VERSION = 27
-RUNTIME = lambda_.Runtime.PYTHON_3_11
+LOG_RETENTION = logs.RetentionDays.THREE_MONTHS
+
+
+def powertools_layer_name(runtime: lambda_.Runtime = RUNTIME, architecture: str = "x86_64") -> str:
+    """``python3.14`` -> ``AWSLambdaPowertoolsPythonV3-python314-x86_64`` (Powertools' naming)."""
+    return f"AWSLambdaPowertoolsPythonV3-{runtime.name.replace('.', '')}-{architecture}"
+
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LAMBDA_REQUIREMENTS = REPO_ROOT / "lambdas" / "requirements.txt"
 WHEEL_CACHE = REPO_ROOT / ".cache" / "lambda-wheels"
-# The python3.11 runtime is Amazon Linux 2 (glibc 2.26): manylinux2014 wheels load there, the
-# manylinux_2_28 ones a developer machine installs do not.
+# Layers carry wheels built for the Lambda runtime's Python, not the developer's: manylinux2014 wheels
+# load on every Lambda Python runtime (Amazon Linux 2 and 2023).
 LAMBDA_PLATFORM = "manylinux2014_x86_64"
-LAMBDA_PYTHON = "3.11"
+LAMBDA_PYTHON = RUNTIME.name.removeprefix("python")  # "3.14"
+LAMBDA_ABI = "cp" + LAMBDA_PYTHON.replace(".", "")  # "cp314"
 
 
 def powertools_layer_arn() -> str:
     return (
         f"arn:{Aws.PARTITION}:lambda:{Aws.REGION}:{POWERTOOLS_ACCOUNT}:layer:"
-        f"AWSLambdaPowertoolsPythonV3-python311-x86_64:{POWERTOOLS_LAYER_VERSION}"
+        f"{powertools_layer_name()}:{POWERTOOLS_LAYER_VERSION}"
+    )
+
+
+def logs_key(scope: Construct, construct_id: str) -> kms.Key:
+    """The stack's key for its Lambda (and build) log groups: CloudWatch Logs of this region may use it."""
+    key = kms.Key(
+        scope,
+        construct_id,
+        enable_key_rotation=True,
+        description="Encrypts the DreamBooth service's Lambda and image-build log groups.",
+    )
+    key.add_to_resource_policy(
+        iam.PolicyStatement(
+            actions=[
+                "kms:Encrypt*",
+                "kms:Decrypt*",
+                "kms:ReEncrypt*",
+                "kms:GenerateDataKey*",
+                "kms:Describe*",
+            ],
+            principals=[iam.ServicePrincipal(f"logs.{Aws.REGION}.amazonaws.com")],
+            # The key policy's own resource is the key ("*" in a key policy means this key).
+            resources=["*"],
+            conditions={
+                "ArnLike": {
+                    "kms:EncryptionContext:aws:logs:arn": Stack.of(scope).format_arn(
+                        service="logs",
+                        resource="log-group",
+                        resource_name="*",
+                        arn_format=ArnFormat.COLON_RESOURCE_NAME,
+                    )
+                }
+            },
+        )
+    )
+    return key
+
+
+def encrypted_log_group(scope: Construct, construct_id: str, key: kms.IKey) -> logs.LogGroup:
+    return logs.LogGroup(
+        scope, construct_id, retention=LOG_RETENTION, encryption_key=key, removal_policy=RemovalPolicy.DESTROY
     )
 
 
@@ -49,15 +111,14 @@ class PipelineFunction(Construct):
         description: str,
         code: lambda_.Code,
         layer: lambda_.ILayerVersion,
+        log_key: kms.IKey,
         environment: dict[str, str],
         timeout: Duration,
         memory_size: int = 256,
         extra_layers: list[lambda_.ILayerVersion] | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
-        self.log_group = logs.LogGroup(
-            self, "Logs", retention=logs.RetentionDays.THREE_MONTHS, removal_policy=RemovalPolicy.DESTROY
-        )
+        self.log_group = encrypted_log_group(self, "Logs", log_key)
         self.role = iam.Role(self, "Role", assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"))
         self.log_group.grant_write(self.role)
         self.function = lambda_.Function(
@@ -80,17 +141,9 @@ class PipelineFunction(Construct):
         acknowledge(
             self.role,
             {
+                # Resource "*": X-Ray's PutTraceSegments and PutTelemetryRecords (tracing=ACTIVE).
                 "AwsSolutions-IAM5[Resource::*]": (
                     "X-Ray's PutTraceSegments and PutTelemetryRecords support no resource scoping."
-                ),
-            },
-        )
-        acknowledge(
-            self.function,
-            {
-                "AwsSolutions-L1": (
-                    "Python 3.11 is the project's one Python version: the trainer image, the tests and "
-                    "the local mode run it, so the Lambdas run exactly what is tested."
                 ),
             },
         )
@@ -108,7 +161,7 @@ def pinned_requirement(name: str, requirements: Path = LAMBDA_REQUIREMENTS) -> s
 def lambda_wheel(requirement: str, cache: Path = WHEEL_CACHE) -> Path:
     """The requirement's wheel for the Lambda runtime, downloaded once from the package registry."""
     name, version = requirement.split("==")
-    pattern = f"{name.lower()}-{version}-cp311-cp311-*manylinux2014_x86_64*.whl"
+    pattern = f"{name.lower()}-{version}-{LAMBDA_ABI}-{LAMBDA_ABI}-*manylinux2014_x86_64*.whl"
     found = sorted(cache.glob(pattern))
     if not found:
         cache.mkdir(parents=True, exist_ok=True)
@@ -155,7 +208,7 @@ def pillow_layer(scope: Construct) -> lambda_.LayerVersion:
             asset_hash=wheel.name,
             asset_hash_type=AssetHashType.CUSTOM,
             bundling=BundlingOptions(
-                image=DockerImage.from_registry("public.ecr.aws/sam/build-python3.11"),
+                image=DockerImage.from_registry(f"public.ecr.aws/sam/build-{RUNTIME.name}"),
                 local=UnpackWheel(wheel),
             ),
         ),

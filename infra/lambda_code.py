@@ -61,7 +61,7 @@ def pipeline_code() -> lambda_.Code:
         asset_hash_type=AssetHashType.OUTPUT,
         bundling=BundlingOptions(
             # Never pulled: local bundling always succeeds. CDK requires an image all the same.
-            image=DockerImage.from_registry("public.ecr.aws/sam/build-python3.11"),
+            image=DockerImage.from_registry("public.ecr.aws/sam/build-python3.14"),
             local=CopySources(),
         ),
     )

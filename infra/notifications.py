@@ -26,6 +26,7 @@ class Notifications(Construct):
             enforce_ssl=True,
         )
         # E-mail delivery decrypts through SNS itself; this lets SNS use the key for other subscribers.
+        # (In a key policy, Resource "*" means this key: a key policy cannot name another.)
         self.encryption_key.grant(
             iam.ServicePrincipal("sns.amazonaws.com"), "kms:Decrypt", "kms:GenerateDataKey*"
         )

@@ -8,7 +8,7 @@ the stack and handed to the Lambdas.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -30,6 +30,63 @@ QUEUE_CONTEXT_KEYS = {
 }
 
 
+class InfraSettings(BaseModel):
+    """Production-infra knobs (issue 12); each field is the context key of the same name."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # "codebuild": the image is built in AWS (no Docker on the deployer's machine); "local": CDK's
+    # DockerImageAsset, built by the deployer's Docker.
+    image_build: Literal["codebuild", "local"] = "codebuild"
+    # Trainer images the ECR repository keeps (older ones expire).
+    trainer_images_kept: Annotated[int, Field(ge=1, le=1000)] = 10
+    # Data bucket retention: uploads and spot checkpoints expire, overwritten or deleted objects stay
+    # recoverable as noncurrent versions for this many days.
+    uploads_retention_days: Annotated[int, Field(ge=1)] = 30
+    checkpoints_retention_days: Annotated[int, Field(ge=1)] = 7
+    noncurrent_versions_retention_days: Annotated[int, Field(ge=1)] = 30
+    # Alarms go to a new ops topic e-mailing ``ops_email``, or to an existing ``alarm_topic_arn``, or
+    # (neither given) to the job notification topic.
+    ops_email: str | None = None
+    alarm_topic_arn: (
+        Annotated[str, Field(pattern=r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[\w-]+$")] | None
+    ) = None
+    # Training jobs in your VPC: both lists or neither.
+    training_subnet_ids: tuple[Annotated[str, Field(pattern=r"^subnet-[0-9a-f]+$")], ...] = ()
+    training_security_group_ids: tuple[Annotated[str, Field(pattern=r"^sg-[0-9a-f]+$")], ...] = ()
+
+    @field_validator("ops_email")
+    @classmethod
+    def _ops_email(cls, value: str | None) -> str | None:
+        if value is not None and not _EMAIL.match(value):
+            raise ValueError(f"{value!r} is not an e-mail address (cdk deploy -c ops_email=ops@example.com)")
+        return value
+
+    @field_validator("training_subnet_ids", "training_security_group_ids", mode="before")
+    @classmethod
+    def _id_list(cls, value: Any) -> Any:
+        """``-c training_subnet_ids=subnet-a,subnet-b`` arrives as one string; cdk.json gives a list."""
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @model_validator(mode="after")
+    def _vpc_needs_both(self) -> InfraSettings:
+        if bool(self.training_subnet_ids) != bool(self.training_security_group_ids):
+            raise ValueError(
+                "training_subnet_ids and training_security_group_ids go together: give both (a training "
+                "job in a VPC needs subnets and security groups) or neither"
+            )
+        return self
+
+    @property
+    def training_vpc(self) -> bool:
+        return bool(self.training_subnet_ids)
+
+
+INFRA_KEYS = tuple(InfraSettings.model_fields)
+
+
 class ServiceSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -41,6 +98,8 @@ class ServiceSettings(BaseModel):
     training_queue: QueueSettings = QueueSettings()
     # Cost limits (lambdas/jobs/limits.py): context keys limit_<field>.
     limits: ServiceLimits = ServiceLimits()
+    # --- production infra: image build, retention, operations, training network (issue 12) ---
+    infra: InfraSettings = InfraSettings()
 
     @field_validator("notification_email")
     @classmethod
@@ -113,6 +172,7 @@ def settings_from_context(context: dict[str, Any]) -> ServiceSettings:
                 {field: context[key] for key, field in QUEUE_CONTEXT_KEYS.items() if key in context}
             ),
             limits=ServiceLimits.model_validate(limits),
+            infra=_infra_settings(context),
         )
     except ValidationError as err:
         problems = "; ".join(
@@ -133,6 +193,13 @@ def _context_key(model: str, loc: tuple) -> str:
     if model == "ServiceLimits":
         return LIMITS_PREFIX + name
     return name
+
+
+def _infra_settings(context: dict[str, Any]) -> InfraSettings:
+    """The issue-12 keys present in context (``-c`` values arrive as strings; pydantic converts)."""
+    return InfraSettings.model_validate(
+        {key: context[key] for key in INFRA_KEYS if context.get(key) not in (None, "")}
+    )
 
 
 def _as_bool(value: Any) -> bool:

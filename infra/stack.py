@@ -9,6 +9,9 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
+from infra.api import Api
+from infra.functions import logs_key
+from infra.monitoring import Monitoring
 from infra.nag import acknowledge
 from infra.notifications import Notifications
 from infra.pipeline import Pipeline
@@ -25,11 +28,29 @@ class DreamBoothStack(Stack):
         super().__init__(scope, construct_id, **kwargs)
         self.settings = settings
 
-        self.storage = Storage(self, "Storage", retain_data_on_delete=settings.retain_data_on_delete)
-        self.training = Training(self, "Training", trainer_image_directory=REPO_ROOT / "trainer_image")
+        infra = settings.infra
+        self.storage = Storage(
+            self,
+            "Storage",
+            retain_data_on_delete=settings.retain_data_on_delete,
+            uploads_retention_days=infra.uploads_retention_days,
+            checkpoints_retention_days=infra.checkpoints_retention_days,
+            noncurrent_versions_retention_days=infra.noncurrent_versions_retention_days,
+        )
         self.notifications = Notifications(self, "Notifications", email=settings.notification_email)
 
         bucket = self.storage.bucket
+        self.logs_key = logs_key(self, "LogsKey")
+        self.training = Training(
+            self,
+            "Training",
+            trainer_image_directory=REPO_ROOT / "trainer_image",
+            image_build=infra.image_build,
+            images_kept=infra.trainer_images_kept,
+            log_key=self.logs_key,
+            subnet_ids=infra.training_subnet_ids,
+            security_group_ids=infra.training_security_group_ids,
+        )
         grant_training_data_access(bucket, self.training.execution_role)
 
         self.pipeline = Pipeline(
@@ -38,16 +59,52 @@ class DreamBoothStack(Stack):
             bucket=bucket,
             topic=self.notifications.topic,
             training_role=self.training.execution_role,
-            training_image_uri=self.training.image.image_uri,
+            training_image_uri=self.training.image_uri,
             job_defaults=settings.job_defaults,
             limits=settings.limits,
             retain_data_on_delete=settings.retain_data_on_delete,
+            log_key=self.logs_key,
             training_retry_seconds=settings.training_retry_seconds,
             training_queue=settings.training_queue,
+            training_vpc_config=self.training.vpc_config,
         )
         # The state machine publishes to the encrypted topic: SNS needs the key on the publisher's behalf.
         self.notifications.encryption_key.grant(
             self.pipeline.state_machine.role, "kms:GenerateDataKey", "kms:Decrypt"
+        )
+
+        self.monitoring = Monitoring(
+            self,
+            "Monitoring",
+            state_machine=self.pipeline.state_machine,
+            upload_queue=self.pipeline.queue,
+            dead_letter_queue=self.pipeline.dead_letter_queue,
+            finish_run_logs=self.pipeline.finish_run.log_group,
+            notification_topic=self.notifications.topic,
+            topic_key=self.notifications.encryption_key,
+            ops_email=infra.ops_email,
+            alarm_topic_arn=infra.alarm_topic_arn,
+        )
+
+        if self.training.image_build is not None:
+            # Runs start only once the image they name is in ECR: the deploy waits for the build first.
+            self.pipeline.state_machine.node.add_dependency(self.training.image_build.resource)
+
+        self.api = Api(
+            self,
+            "Api",
+            bucket=bucket,
+            table=self.pipeline.table,
+            topic=self.notifications.topic,
+            topic_key=self.notifications.encryption_key,
+            state_machine=self.pipeline.state_machine,
+            job_defaults=settings.job_defaults,
+            limits=settings.limits,
+            log_key=self.logs_key,
+            auth=self.node.try_get_context("api_auth") or "iam",
+            import_buckets=tuple(
+                b for b in str(self.node.try_get_context("api_import_buckets") or "").split(",") if b
+            ),
         )
 
         if not settings.notification_email:
@@ -63,10 +120,14 @@ class DreamBoothStack(Stack):
         )
         CfnOutput(self, "ModelsPrefix", value=f"s3://{bucket.bucket_name}/{s3_layout.MODELS_ROOT}")
         CfnOutput(self, "NotificationTopicArn", value=self.notifications.topic.topic_arn)
-        CfnOutput(self, "TrainerImageUri", value=self.training.image.image_uri)
+        CfnOutput(self, "TrainerImageUri", value=self.training.image_uri)
         CfnOutput(self, "StateMachineArn", value=self.pipeline.state_machine.state_machine_arn)
+        CfnOutput(self, "DashboardUrl", value=self.monitoring.dashboard_url)
+        CfnOutput(self, "AlarmTopicArn", value=self.monitoring.alarm_topic.topic_arn)
         CfnOutput(self, "JobsTableName", value=self.pipeline.table.table_name)
         CfnOutput(self, "UploadEventsQueueUrl", value=self.pipeline.queue.queue_url)
+        CfnOutput(self, "ApiUrl", value=self.api.rest_api.url)
+        CfnOutput(self, "WebhookSecretArn", value=self.api.webhook_secret.secret_arn)
 
 
 # What a training job reads and writes, by key prefix (see lambdas/jobs/s3_layout.py).

@@ -17,8 +17,56 @@ TRAINING_INPUT_EXPIRY_DAYS = -(-MAX_RUNTIME_LIMIT_SECONDS * SPOT_WAIT_FACTOR // 
 SAGEMAKER_OUTPUT_EXPIRY_DAYS = 7
 
 
+def retention_rules(
+    *, uploads_days: int, checkpoints_days: int, noncurrent_days: int
+) -> list[s3.LifecycleRule]:
+    """The data bucket's retention (context: uploads/checkpoints/noncurrent_versions_retention_days).
+
+    Models and class images never expire; an overwritten or deleted object stays recoverable as a
+    noncurrent version for ``noncurrent_days``.
+    """
+    return [
+        s3.LifecycleRule(
+            id="AbortIncompleteUploads", abort_incomplete_multipart_upload_after=Duration.days(1)
+        ),
+        s3.LifecycleRule(
+            id="ExpireUploads", prefix=s3_layout.UPLOADS_ROOT, expiration=Duration.days(uploads_days)
+        ),
+        s3.LifecycleRule(
+            id="ExpireCheckpoints",
+            prefix=s3_layout.CHECKPOINTS_ROOT,
+            expiration=Duration.days(checkpoints_days),
+            # SageMaker rewrites checkpoint files all along a job: their old versions are worth nothing.
+            noncurrent_version_expiration=Duration.days(1),
+        ),
+        s3.LifecycleRule(
+            id="ExpireNoncurrentVersions", noncurrent_version_expiration=Duration.days(noncurrent_days)
+        ),
+        s3.LifecycleRule(id="RemoveExpiredDeleteMarkers", expired_object_delete_marker=True),
+        s3.LifecycleRule(
+            id="ExpireTrainingInput",
+            prefix=s3_layout.TRAINING_INPUT_ROOT,
+            expiration=Duration.days(TRAINING_INPUT_EXPIRY_DAYS),
+        ),
+        s3.LifecycleRule(
+            id="ExpireSageMakerOutput",
+            prefix=s3_layout.SAGEMAKER_OUTPUT_ROOT,
+            expiration=Duration.days(SAGEMAKER_OUTPUT_EXPIRY_DAYS),
+        ),
+    ]
+
+
 class Storage(Construct):
-    def __init__(self, scope: Construct, construct_id: str, *, retain_data_on_delete: bool) -> None:
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        retain_data_on_delete: bool,
+        uploads_retention_days: int = 30,
+        checkpoints_retention_days: int = 7,
+        noncurrent_versions_retention_days: int = 30,
+    ) -> None:
         super().__init__(scope, construct_id)
         removal = RemovalPolicy.RETAIN if retain_data_on_delete else RemovalPolicy.DESTROY
 
@@ -53,17 +101,12 @@ class Storage(Construct):
                     max_age=3000,
                 )
             ],
-            lifecycle_rules=[
-                s3.LifecycleRule(abort_incomplete_multipart_upload_after=Duration.days(7)),
-                s3.LifecycleRule(prefix=s3_layout.CHECKPOINTS_ROOT, expiration=Duration.days(30)),
-                s3.LifecycleRule(
-                    prefix=s3_layout.TRAINING_INPUT_ROOT, expiration=Duration.days(TRAINING_INPUT_EXPIRY_DAYS)
-                ),
-                s3.LifecycleRule(
-                    prefix=s3_layout.SAGEMAKER_OUTPUT_ROOT,
-                    expiration=Duration.days(SAGEMAKER_OUTPUT_EXPIRY_DAYS),
-                ),
-            ],
+            versioned=True,
+            lifecycle_rules=retention_rules(
+                uploads_days=uploads_retention_days,
+                checkpoints_days=checkpoints_retention_days,
+                noncurrent_days=noncurrent_versions_retention_days,
+            ),
             removal_policy=removal,
         )
         # Upload events reach the pipeline through EventBridge. Set natively: CDK's `event_bridge_enabled`

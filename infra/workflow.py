@@ -55,7 +55,9 @@ REQUEST_FIELDS = (
 )
 
 
-def train_state_json(*, partition: str, image_uri: str, role_arn: str) -> dict:
+def train_state_json(
+    *, partition: str, image_uri: str, role_arn: str, vpc_config: dict | None = None
+) -> dict:
     """createTrainingJob.sync with spot and checkpoint fields CDK's task lacks; image and role fixed here."""
     parameters = {f"{name}.$": f"$.request.{name}" for name in REQUEST_FIELDS}
     parameters["RoleArn"] = role_arn
@@ -64,6 +66,8 @@ def train_state_json(*, partition: str, image_uri: str, role_arn: str) -> dict:
         "TrainingInputMode": "File",
         "MetricDefinitions": METRIC_DEFINITIONS,
     }
+    if vpc_config:  # the deployment's network (context training_subnet_ids / training_security_group_ids)
+        parameters["VpcConfig"] = vpc_config
     return {
         "Type": "Task",
         "Resource": TRAIN_RESOURCE.format(partition=partition),
@@ -96,6 +100,7 @@ class RunWorkflow(Construct):
         training_retry_seconds: int = 20,
         instance_types: tuple[str, ...] = (),
         table: dynamodb.ITable | None = None,
+        training_vpc_config: dict | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         self.instance_types = tuple(instance_types)
@@ -230,7 +235,10 @@ class RunWorkflow(Construct):
             self,
             "Train",
             state_json=train_state_json(
-                partition=Aws.PARTITION, image_uri=training_image_uri, role_arn=training_role.role_arn
+                partition=Aws.PARTITION,
+                image_uri=training_image_uri,
+                role_arn=training_role.role_arn,
+                vpc_config=training_vpc_config,
             ),
         )
         train.add_retry(

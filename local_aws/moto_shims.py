@@ -1,7 +1,8 @@
 """Every place where moto 5.2.5 needs help to run this stack: four small patches, one module.
 
 1. Lambda: ``LambdaSimpleBackend.invoke`` echoes the payload instead of running code. Patched to call
-   the real handler in-process (errors returned the way Lambda returns them, so they reach Retry/Catch).
+   the real handler in-process (errors returned the way Lambda returns them, so they reach Retry/Catch),
+   with its own environment and its own Powertools log keys (``local_aws.lambda_logging``).
 2. Step Functions: ``sagemaker:createTrainingJob.sync`` fails with "Unsupported .sync callback
    procedure". A SageMaker task with a sync resolver (describe until Completed/Failed/Stopped) and AWS's
    error naming (``SageMaker.<Code>``) is registered instead.
@@ -74,6 +75,7 @@ from moto.stepfunctions.parser.asl.utils.encoding import to_json_str  # noqa: E4
 from moto.utilities.utils import get_partition as aws_partition  # noqa: E402
 
 from lambdas.pipeline.config import function_environment  # noqa: E402
+from local_aws.lambda_logging import invocation_log_keys  # noqa: E402
 
 _install_lock = threading.Lock()
 _installed = False
@@ -155,7 +157,7 @@ def _invoke_in_process(
     event = json.loads(body) if body else {}
     arn = f"arn:aws:lambda:{self.region_name}:{self.account_id}:function:{name}"
     try:
-        with function_environment(route.environment):
+        with function_environment(route.environment), invocation_log_keys():
             result = handler(event, _Context(name, arn, route))
     except Exception as err:  # returned as Lambda returns an unhandled error
         response_headers["x-amz-function-error"] = "Unhandled"

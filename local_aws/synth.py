@@ -7,6 +7,8 @@ import json
 from functools import lru_cache
 from typing import Any
 
+from local_aws.node_runtime import quiet_jsii_environment
+
 DEFAULT_STACK_NAME = "DreamBoothService"
 # Seconds instead of minutes, for tests and demos: a batch is quiet after 1 s, job.json commits at
 # once, a throttled CreateTrainingJob is retried after 1 s, a queued run asks for a slot every second
@@ -32,7 +34,11 @@ def synthesize(
 
 @lru_cache(maxsize=8)
 def _synthesize(context_json: str, stack_name: str) -> dict[str, Any]:
+    quiet_jsii_environment()  # before jsii starts Node for the first time
     from app import build_app  # the repository root's CDK app
 
-    assembly = build_app({**json.loads(context_json), "stack_name": stack_name}).synth()
+    # The trainer image is a deploy-time artifact: the emulation runs the trainer as a subprocess, so it
+    # synthesizes the plain image asset rather than the CodeBuild project and its build-wait resource.
+    context = {"image_build": "local", **json.loads(context_json), "stack_name": stack_name}
+    assembly = build_app(context).synth()
     return assembly.get_stack_by_name(stack_name).template

@@ -1,4 +1,4 @@
-"""``python -m local_pipeline {demo,run,up,generate}``: the service on one machine, no AWS account needed.
+"""``python -m local_pipeline {demo,run,up,serve,generate}``: the service on one machine, no AWS needed.
 
 Progress goes to stderr; ``run`` and ``demo`` print the notification, as a subscriber receives it, as
 the last line of stdout, and exit 0 only when the job succeeded.
@@ -9,15 +9,21 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import signal
 import sys
-from contextlib import ExitStack, redirect_stdout
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
 from lambdas.jobs.spec import JobSpec, JobSpecError, parse_job_spec
 from local_pipeline.demo_assets import sample_subject_images, tiny_base_model
-from local_pipeline.progress import stage
+from local_pipeline.progress import library_output_to, stage, terminal, warn
+from local_pipeline.s3_folders import UnsafeKeyError, contained_path
+from local_pipeline.serve import add_serve_command
 from local_pipeline.service import (
     OUTPUT_ROOT,
     EmbeddedService,
@@ -25,6 +31,7 @@ from local_pipeline.service import (
     ServiceEndpoint,
     ServiceError,
     copy_model_out,
+    parse_notification,
     running_service,
     submit_batch,
     upload_base_model,
@@ -45,28 +52,35 @@ TINY_MODEL_HYPERPARAMETERS = {
 }
 TINY_MODEL_JOB = {"token": "sks", "class_word": "toy", "training_method": "full", "max_train_steps": "60"}
 DEFAULT_TIMEOUT_SECONDS = 3600
+# After Ctrl-C, how long `up` waits for the runs whose training it stopped to send their notification.
+STOP_REPORT_SECONDS = 60
 
 
-LAMBDA_LOG = OUTPUT_ROOT / "logs" / "lambda.log"
+SERVICE_LOG = OUTPUT_ROOT / "logs" / "service.log"
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Results go to stdout; everything else that prints (the in-process Lambdas' structured logs, which
-    AWS would send to CloudWatch) goes to ``local-output/logs/lambda.log``, or stderr with --verbose."""
+    """Results go to stdout; stages, the progress bar, warnings and errors to stderr. Everything else that
+    prints (the in-process Lambdas' structured logs, which AWS would send to CloudWatch, and the libraries'
+    own chatter) goes to ``local-output/logs/service.log``, or stderr with --verbose."""
     args = build_parser().parse_args(argv)
     results = sys.stdout
     with ExitStack() as stack:
+        stack.enter_context(_sigterm_as_interrupt())
         if getattr(args, "verbose", False):
-            log_stream = sys.stderr
+            log_stream: TextIO = sys.stderr
         else:
-            LAMBDA_LOG.parent.mkdir(parents=True, exist_ok=True)
-            log_stream = stack.enter_context(LAMBDA_LOG.open("a", encoding="utf-8"))
-        stack.enter_context(redirect_stdout(log_stream))
+            SERVICE_LOG.parent.mkdir(parents=True, exist_ok=True)
+            log_stream = stack.enter_context(SERVICE_LOG.open("a", encoding="utf-8"))
+        stack.enter_context(library_output_to(log_stream))
         try:
             return args.command(args, results)
         except (ServiceError, JobSpecError, FileNotFoundError, ValueError) as err:
-            print(f"error: {err}", file=sys.stderr)
+            print(f"error: {err}", file=terminal())
             return 2
+        except KeyboardInterrupt:
+            print("stopped", file=terminal())
+            return 130
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -103,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     up.add_argument("--verbose", action="store_true", help="show every trainer log line")
     up.set_defaults(command=cmd_up)
+
+    add_serve_command(commands)
 
     generate = commands.add_parser("generate", help="render images from a trained model")
     generate.add_argument("--model", required=True, help="model folder, single file, or s3:// prefix")
@@ -204,7 +220,7 @@ def submit_and_wait(
         stage(f"uploaded {count} file(s) and job.json to {endpoint.upload_uri(job_name)}")
         stage("waiting for the pipeline: validate the batch, train, notify")
         message = inbox.wait_for_job(job_name, timeout)
-        notification = json.loads(message)
+        notification = parse_notification(message) or {}
         _report(endpoint, notification)
         print(message, file=results, flush=True)
         return 0 if notification.get("status") == "SUCCEEDED" else 1
@@ -221,15 +237,22 @@ def _base_model_uri(endpoint: ServiceEndpoint, base_model: str) -> str:
 def _report(endpoint: ServiceEndpoint, notification: dict[str, Any]) -> None:
     job_name = notification.get("job_name", "job")
     if notification.get("status") != "SUCCEEDED":
-        failure = notification.get("failure") or {}
+        failure = notification.get("failure") if isinstance(notification.get("failure"), dict) else {}
         stage(f"job {job_name} failed: {failure.get('reason', 'no reason given')}")
+        advice = failure.get("advice") or []
+        for item in [advice] if isinstance(advice, str) else advice:
+            stage(f"what to do: {item}")
         return
-    target = copy_model_out(endpoint, notification, OUTPUT_ROOT / job_name)
-    stage(f"model ready at {notification['model']['s3_prefix']}")
+    model = notification.get("model") or {}
+    target = copy_model_out(endpoint, notification, OUTPUT_ROOT)
+    stage(f"model ready at {model.get('s3_prefix')}")
     if target:
         stage(f"model files copied to {target}/")
+    where = str(target) if target else str(model.get("s3_prefix"))
+    prompt = str(notification.get("prompt") or "a photo of sks person")
     stage(
-        f'try it: python -m local_pipeline generate --model {target} --prompt "{notification.get("prompt")}"'
+        "try it: python -m local_pipeline generate "
+        f"--model {shlex.quote(where)} --prompt {shlex.quote(prompt)}"
     )
 
 
@@ -243,37 +266,95 @@ def cmd_up(args: argparse.Namespace, results: TextIO) -> int:
         context["default_hyperparameters"] = TINY_MODEL_HYPERPARAMETERS
     notifications = OUTPUT_ROOT / "notifications"
     notifications.mkdir(parents=True, exist_ok=True)
-    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     with EmbeddedService(port=args.port, verbose=args.verbose, context=context) as service:
         endpoint = service.endpoint
         assert endpoint is not None
         inbox = NotificationInbox(endpoint)
-        print(f"S3 endpoint:   {endpoint.endpoint_url}", file=results, flush=True)
-        print(f"bucket:        {endpoint.bucket}", file=results, flush=True)
-        print(f"upload prefix: {endpoint.upload_uri('<job-name>')}", file=results, flush=True)
-        print(
-            f"try:           aws s3 cp --recursive ./photos {endpoint.upload_uri('my-dog')} "
-            f"--endpoint-url {endpoint.endpoint_url}",
-            flush=True,
+        example = shlex.join(
+            ["aws", "s3", "cp", "--recursive", "./photos", endpoint.upload_uri("my-dog")]
+            + ["--endpoint-url", endpoint.endpoint_url]
         )
-        print("ready: waiting for uploads (Ctrl-C to stop)", file=results, flush=True)
+        for line in (
+            f"S3 endpoint:   {endpoint.endpoint_url}",
+            f"bucket:        {endpoint.bucket}",
+            f"upload prefix: {endpoint.upload_uri('<job-name>')}",
+            f"try:           {example}",
+            "ready: waiting for uploads (Ctrl-C to stop)",
+        ):
+            print(line, file=results, flush=True)
         try:
             while True:
                 for message in inbox.receive(wait_seconds=1):
-                    notification = json.loads(message)
-                    name = f"{notification.get('job_name')}-{notification.get('run_id')}.json"
-                    (notifications / name.replace("/", "_")).write_text(message)
-                    _report(endpoint, notification)
-                    print(message, file=results, flush=True)
+                    _deliver(endpoint, message, notifications, results)
         except KeyboardInterrupt:
             stage("stopping the local service")
+            _finish_running_jobs(service, inbox, endpoint, notifications, results)
         finally:
             inbox.close()
     return 0
 
 
+def _finish_running_jobs(
+    service: EmbeddedService,
+    inbox: NotificationInbox,
+    endpoint: ServiceEndpoint,
+    notifications: Path,
+    results: TextIO,
+) -> None:
+    """Stop the trainers, then pass on the notifications of the runs they belonged to."""
+    try:
+        stopped = service.stop_training_jobs()
+        if stopped:
+            stage(f"stopped {stopped} training job(s); waiting for their runs to report")
+        reported = 0
+        deadline = time.monotonic() + STOP_REPORT_SECONDS
+        while True:
+            messages = inbox.receive(wait_seconds=1 if reported < stopped else 0)
+            for message in messages:
+                _deliver(endpoint, message, notifications, results)
+            reported += len(messages)
+            if reported >= stopped and not messages:
+                return
+            if time.monotonic() > deadline:
+                warn(f"no report from {stopped - reported} stopped run(s) within {STOP_REPORT_SECONDS} s")
+                return
+    except KeyboardInterrupt:
+        warn("stopped without waiting for the runs in progress to report")
+
+
+def _deliver(endpoint: ServiceEndpoint, message: str, folder: Path, results: TextIO) -> None:
+    """Save, report and print one message from the topic, whatever it holds."""
+    notification = parse_notification(message)
+    if notification is None:
+        path = folder / f"not-json-{time.strftime('%Y%m%d-%H%M%S')}-{os.urandom(2).hex()}.txt"
+        path.write_text(message, encoding="utf-8")
+        warn(f"a message on the topic is not a JSON notification; printed and saved as-is to {path}")
+        print(message, file=results, flush=True)
+        return
+    name = f"{notification.get('job_name')}-{notification.get('run_id')}.json".replace("/", "_")
+    try:
+        contained_path(folder, name).write_text(message, encoding="utf-8")
+    except UnsafeKeyError:
+        (folder / f"notification-{os.urandom(4).hex()}.json").write_text(message, encoding="utf-8")
+    _report(endpoint, notification)
+    print(message, file=results, flush=True)
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """One clean shutdown path for Ctrl-C and `kill`: every process the command started is stopped."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _stop_on_sigterm(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt  # one clean shutdown path for Ctrl-C and `kill`
+    raise KeyboardInterrupt
 
 
 def cmd_generate(args: argparse.Namespace, results: TextIO) -> int:

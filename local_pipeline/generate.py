@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lambdas.jobs.s3_layout import s3_uri, split_s3_uri
-from local_pipeline.s3_folders import download_prefix
+from local_pipeline.s3_folders import contained_path, download_prefix
 
 TRAINING_RECORD = "dreambooth.json"
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
@@ -119,9 +119,14 @@ def fetch_model(s3_client, uri: str, target: Path) -> Path:
         raise ModelNotUsable("an s3:// model needs an S3 endpoint (--endpoint-url or AWS_ENDPOINT_URL)")
     bucket, key = split_s3_uri(uri)
     if key.endswith(SINGLE_FILE_SUFFIXES):
-        single = target / Path(key).name
+        single = contained_path(target, key.rsplit("/", 1)[-1])
         s3_client.download_file(bucket, key, str(single))
         return single
-    if not download_prefix(s3_client, s3_uri(bucket, key.rstrip("/") + "/"), target):
+    download = download_prefix(s3_client, s3_uri(bucket, key.rstrip("/") + "/"), target)
+    if download.refused:
+        raise ModelNotUsable(
+            f"{uri} holds keys that cannot be copied safely: " + "; ".join(download.describe_refused())
+        )
+    if not download.files:
         raise ModelNotUsable(f"nothing found at {uri}")
     return target

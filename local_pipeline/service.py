@@ -8,6 +8,7 @@ so a second upload of the same batch meets the same dedup state, exactly as it w
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 import uuid
@@ -22,13 +23,16 @@ from botocore.config import Config
 from dreambooth_trainer.hyperparameters import parse_hyperparameters
 from lambdas.jobs import s3_layout
 from local_aws.emulator import CREDENTIALS, LocalAws
+from local_aws.node_runtime import node_major, node_support_problem
 from local_aws.synth import DEFAULT_STACK_NAME, synthesize
 from local_aws.training_jobs import TrainingJobRequest, TrainingOutcome
-from local_pipeline.progress import TrainingProgress, stage
-from local_pipeline.s3_folders import download_prefix, upload_folder
+from local_pipeline.child_processes import ChildProcesses
+from local_pipeline.progress import TrainingProgress, stage, warn
+from local_pipeline.s3_folders import UnsafeKeyError, contained_path, download_prefix, upload_folder
 from local_pipeline.training_runner import LocalTrainingRunner
 
 OUTPUT_ROOT = Path("local-output")
+LOG_ROOT = OUTPUT_ROOT / "logs"
 STATE_FILE = OUTPUT_ROOT / "service.json"
 WORK_ROOT = Path(".cache") / "local_pipeline" / "jobs"
 REGION = "us-east-1"
@@ -76,9 +80,11 @@ class EmbeddedService:
         self._verbose = verbose
         self._context = {**LOCAL_CONTEXT, **(context or {})}
         self._aws: LocalAws | None = None
+        self._processes = ChildProcesses()
         self.endpoint: ServiceEndpoint | None = None
 
     def __enter__(self) -> EmbeddedService:
+        _check_node()
         stage("synthesizing the CDK stack (cdk-nag checks included)")
         template = synthesize(self._context)
         stage("starting emulated AWS (moto) with the stack's resources and the real Lambda handlers")
@@ -90,12 +96,23 @@ class EmbeddedService:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._aws is not None:
-            self._wait_for_joined_clients()
+        try:
+            if self._aws is not None:
+                self._wait_for_joined_clients()
+        finally:
+            self._close()
+
+    def _close(self) -> None:
+        self.stop_training_jobs()  # nothing this service started outlives it
         if STATE_FILE.exists() and json.loads(STATE_FILE.read_text()).get("pid") == os.getpid():
             STATE_FILE.unlink()
         if self._aws is not None:
             self._aws.stop()
+
+    def stop_training_jobs(self) -> int:
+        """Stop every running trainer (SIGTERM, then SIGKILL) and start no new one: each such job ends
+        Stopped, so its run ends with a ``training_stopped`` notification. Returns how many were stopped."""
+        return self._processes.stop_all()
 
     def _wait_for_joined_clients(self) -> None:
         """A `run` that joined this service may still be copying its model: let it finish first."""
@@ -116,25 +133,41 @@ class EmbeddedService:
         assert self._aws is not None
         steps = parse_hyperparameters(job.hyperparameters).max_train_steps
         stage(f"training job {job.name}: running the trainer through the SageMaker container contract")
-        progress = TrainingProgress(steps, verbose=self._verbose)
-        runner = LocalTrainingRunner(
-            self._aws.boto3_client("s3"),
-            work_root=WORK_ROOT,
-            extra_env={
-                **self._aws.client_environment,
-                "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
-            },
-            on_output=progress,
+        log_path = LOG_ROOT / f"training-{job.name}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with log_path.open("a", encoding="utf-8") as log:
+            progress = TrainingProgress(steps, log=log, verbose=self._verbose)
+            runner = LocalTrainingRunner(
+                self._aws.boto3_client("s3"),
+                work_root=WORK_ROOT,
+                extra_env={
+                    **self._aws.client_environment,
+                    "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+                },
+                on_output=progress,
+                processes=self._processes,
+            )
+            try:
+                outcome = runner(job)
+            finally:
+                progress.close()
+        detail = (
+            f" ({outcome.failure_reason}; the trainer's log: {log_path})" if outcome.failure_reason else ""
         )
-        try:
-            outcome = runner(job)
-        finally:
-            progress.close()
-        stage(
-            f"training job {job.name}: {outcome.status}"
-            + (f" ({outcome.failure_reason})" if outcome.failure_reason else "")
-        )
+        stage(f"training job {job.name}: {outcome.status}{detail}")
         return outcome
+
+
+def _check_node() -> None:
+    """A Node the CDK does not support is a warning to act on; end-of-life Node 20 only a note in the log."""
+    problem = node_support_problem(node_major())
+    if problem is None:
+        return
+    severity, message = problem
+    if severity == "warning":
+        warn(message)
+    else:
+        logging.getLogger(__name__).warning(message)
 
 
 def running_service(endpoint_url: str | None = None) -> ServiceEndpoint | None:
@@ -192,13 +225,14 @@ class NotificationInbox:
         )
 
     def receive(self, wait_seconds: float = 1.0) -> list[str]:
-        """The ``Message`` strings delivered since the last call (SNS envelopes unwrapped)."""
+        """The ``Message`` strings delivered since the last call (SNS envelopes unwrapped), whatever
+        they hold: a message is text, and a subscriber must survive one that is not JSON."""
         response = self._sqs.receive_message(
             QueueUrl=self.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=int(wait_seconds)
         )
         messages = []
         for message in response.get("Messages", []):
-            messages.append(json.loads(message["Body"])["Message"])
+            messages.append(_unwrap_sns_envelope(message["Body"]))
             self._sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])
         return messages
 
@@ -206,12 +240,34 @@ class NotificationInbox:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for message in self.receive():
-                if json.loads(message).get("job_name") == job_name:
+                notification = parse_notification(message)
+                if notification is None:
+                    warn(f"ignored a message on the topic that is not a JSON notification: {message[:200]!r}")
+                elif notification.get("job_name") == job_name:
                     return message
         raise ServiceError(f"no notification for job {job_name!r} within {timeout:.0f} s")
 
     def close(self) -> None:
         self._sqs.delete_queue(QueueUrl=self.queue_url)
+
+
+def _unwrap_sns_envelope(body: str) -> str:
+    try:
+        envelope = json.loads(body)
+    except ValueError:
+        return body  # raw message delivery
+    if isinstance(envelope, dict) and isinstance(envelope.get("Message"), str):
+        return envelope["Message"]
+    return body
+
+
+def parse_notification(message: str) -> dict[str, Any] | None:
+    """The notification as a JSON object, or None when the message is anything else."""
+    try:
+        parsed = json.loads(message)
+    except ValueError:
+        return None
+    return parsed if isinstance(parsed, dict) else None
 
 
 def submit_batch(endpoint: ServiceEndpoint, images: Path, job_name: str, job_spec: dict[str, Any]) -> int:
@@ -248,10 +304,20 @@ def upload_base_model(endpoint: ServiceEndpoint, path: Path) -> str:
     return uri
 
 
-def copy_model_out(endpoint: ServiceEndpoint, notification: dict[str, Any], target: Path) -> Path | None:
-    """The trained model's files into ``target`` (the notification names where they are)."""
+def copy_model_out(endpoint: ServiceEndpoint, notification: dict[str, Any], root: Path) -> Path | None:
+    """The trained model's files into ``root/<job name>`` (the notification names where they are).
+
+    A job name or key that would write outside ``root`` is refused and reported, never followed.
+    """
     model = notification.get("model") or {}
     if not model.get("s3_prefix"):
         return None
-    download_prefix(endpoint.client("s3"), model["s3_prefix"], target)
+    try:
+        target = contained_path(root, str(notification.get("job_name") or "job"))
+    except UnsafeKeyError as err:
+        warn(f"the model is not copied out: job name {err}")
+        return None
+    download = download_prefix(endpoint.client("s3"), model["s3_prefix"], target)
+    for line in download.describe_refused():
+        warn(line)
     return target

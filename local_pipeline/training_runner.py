@@ -22,10 +22,13 @@ from pathlib import Path
 
 from lambdas.jobs.s3_layout import split_s3_uri
 from local_aws.training_jobs import TrainingJobRequest, TrainingOutcome
-from local_pipeline.s3_folders import download_prefix, upload_folder
+from local_pipeline.child_processes import ChildProcesses
+from local_pipeline.s3_folders import Download, contained_path, download_prefix, upload_folder
 
 DEFAULT_TRAINER_COMMAND = (sys.executable, "-m", "dreambooth_trainer", "train")
 FAILURE_REASON_LIMIT = 1024
+RUNNER_TAG = "local runner: "  # what the runner itself reports in the job's output
+STOPPED_REASON = "the local service was stopped (Ctrl-C or SIGTERM) while the job ran"
 
 
 class LocalTrainingRunner:
@@ -39,12 +42,14 @@ class LocalTrainingRunner:
         trainer_command: Sequence[str] = DEFAULT_TRAINER_COMMAND,
         extra_env: dict[str, str] | None = None,
         on_output: Callable[[str], None] | None = None,
+        processes: ChildProcesses | None = None,
     ) -> None:
         self._s3 = s3_client
         self._work_root = Path(work_root)
         self._command = list(trainer_command)
         self._extra_env = dict(extra_env or {})
         self._on_output = on_output or (lambda line: print(line, end="", flush=True))
+        self._processes = processes or ChildProcesses()
 
     def __call__(self, job: TrainingJobRequest) -> TrainingOutcome:
         request = job.request
@@ -56,9 +61,13 @@ class LocalTrainingRunner:
             self._lay_out_container(base, request)
             exit_code = self._run_trainer(base, request)
         except Exception as err:  # the emulator's own failure must still end the job honestly
+            if self._processes.stopping:
+                return TrainingOutcome("Stopped", STOPPED_REASON)
             return TrainingOutcome("Failed", f"local runner: {err}"[:FAILURE_REASON_LIMIT])
         seconds = int(time.monotonic() - started)
         self._sync_checkpoints_up(base, request)
+        if exit_code != 0 and self._processes.stopping:  # as StopTrainingJob: SIGTERM, checkpoints kept
+            return TrainingOutcome("Stopped", STOPPED_REASON, seconds, seconds)
         failure = base / "output" / "failure"
         if exit_code != 0:
             reason = failure.read_text(errors="replace").strip() if failure.exists() else ""
@@ -86,10 +95,15 @@ class LocalTrainingRunner:
         )
         for channel in channels:
             uri = channel["DataSource"]["S3DataSource"]["S3Uri"]
-            download_prefix(self._s3, uri, base / "input" / "data" / channel["ChannelName"])
+            folder = contained_path(base / "input" / "data", channel["ChannelName"])
+            self._report_refused(download_prefix(self._s3, uri, folder))
         checkpoint = request.get("CheckpointConfig")
         if checkpoint:
-            download_prefix(self._s3, checkpoint["S3Uri"], self._checkpoint_dir(base))
+            self._report_refused(download_prefix(self._s3, checkpoint["S3Uri"], self._checkpoint_dir(base)))
+
+    def _report_refused(self, download: Download) -> None:
+        for line in download.describe_refused():
+            self._on_output(f"{RUNNER_TAG}{line}\n")
 
     def _run_trainer(self, base: Path, request: dict) -> int:
         env = {
@@ -100,7 +114,7 @@ class LocalTrainingRunner:
             "TRAINING_JOB_NAME": request["TrainingJobName"],
             "PYTHONUNBUFFERED": "1",
         }
-        process = subprocess.Popen(
+        process = self._processes.popen(
             self._command,
             env=env,
             stdout=subprocess.PIPE,
@@ -108,10 +122,13 @@ class LocalTrainingRunner:
             text=True,
             bufsize=1,
         )
-        assert process.stdout is not None
-        for line in process.stdout:
-            self._on_output(line)
-        return process.wait()
+        try:
+            assert process.stdout is not None
+            for line in process.stdout:
+                self._on_output(line)
+            return process.wait()
+        finally:
+            self._processes.release(process)
 
     def _checkpoint_dir(self, base: Path) -> Path:
         return base / "checkpoints"

@@ -40,3 +40,5 @@ def test_the_pinned_cdk_cli_synthesizes_the_app_offline(tmp_path):
     template = json.loads((tmp_path / "cdk.out" / "DreamBoothService.template.json").read_text())
     kinds = {resource["Type"] for resource in template["Resources"].values()}
     assert {"AWS::S3::Bucket", "AWS::StepFunctions::StateMachine", "AWS::SNS::Subscription"} <= kinds
+    # The default builds the trainer image in AWS: no Docker was needed for this synth.
+    assert {"AWS::CodeBuild::Project", "AWS::ECR::Repository", "Custom::TrainerImage"} <= kinds

@@ -20,6 +20,7 @@ from lambdas.jobs.base_models import resolve_base_model
 from lambdas.jobs.families import family_problems
 from lambdas.jobs.spec import (
     JobDefaults,
+    JobSpec,
     JobSpecError,
     ResolvedJob,
     effective_resolution,
@@ -166,6 +167,44 @@ class BatchReport:
         return not self.problems and self.job is not None
 
 
+def check_job_spec(
+    job_name: str,
+    spec: JobSpec,
+    *,
+    defaults: JobDefaults,
+    limits: service_limits.ServiceLimits,
+    bucket: str,
+    model_output_s3_uri: str,
+    family: str | None = None,
+) -> tuple[ResolvedJob, list[str]]:
+    """The job a spec asks for, and one line per deployment limit it exceeds or per thing its base model's
+    family cannot train. The same check for job.json at validation and for the HTTP API's create;
+    JobSpecError when the spec cannot be used. ``family``: the base model's, when the caller read its
+    model_index.json (else detected from the base model's alias or name)."""
+    if spec.base_model is not None:
+        try:
+            resolve_base_model(spec.base_model, bucket)
+        except ValueError as err:
+            raise JobSpecError(f"job.json: base_model: {err}") from None
+    job = resolve_job(job_name, spec, defaults, family=family)
+    hyperparameters = training_hyperparameters(job, model_output_s3_uri=model_output_s3_uri, bucket=bucket)
+    over = service_limits.limit_problems(
+        limits,
+        instance_type=job.instance_type,
+        max_runtime_seconds=job.max_runtime_seconds,
+        max_train_steps=job.effective_max_train_steps,
+        resolution=effective_resolution(job, hyperparameters),
+    )
+    over += family_problems(
+        job.family,
+        training_method=job.training_method,
+        instance_type=job.instance_type,
+        train_text_encoder=hyperparameters.train_text_encoder,
+        allowed_instance_types=limits.instance_types,
+    )
+    return job, over
+
+
 def validate_batch(
     contents: BatchContents,
     *,
@@ -187,29 +226,14 @@ def validate_batch(
 
     job = None
     try:
-        spec = parse_job_spec(spec_text)
-        if spec.base_model is not None:
-            try:
-                resolve_base_model(spec.base_model, bucket)
-            except ValueError as err:
-                raise JobSpecError(f"job.json: base_model: {err}") from None
-        job = resolve_job(contents.job_name, spec, defaults, family=family)
-        hyperparameters = training_hyperparameters(
-            job, model_output_s3_uri=model_output_s3_uri, bucket=bucket
-        )
-        over = service_limits.limit_problems(
-            limits,
-            instance_type=job.instance_type,
-            max_runtime_seconds=job.max_runtime_seconds,
-            max_train_steps=job.effective_max_train_steps,
-            resolution=effective_resolution(job, hyperparameters),
-        )
-        over += family_problems(
-            job.family,
-            training_method=job.training_method,
-            instance_type=job.instance_type,
-            train_text_encoder=hyperparameters.train_text_encoder,
-            allowed_instance_types=limits.instance_types,
+        job, over = check_job_spec(
+            contents.job_name,
+            parse_job_spec(spec_text),
+            defaults=defaults,
+            limits=limits,
+            bucket=bucket,
+            model_output_s3_uri=model_output_s3_uri,
+            family=family,
         )
         problems.extend(Problem(s3_layout.JOB_SPEC_FILENAME, f"job.json: {line}") for line in over)
     except JobSpecError as err:

@@ -118,7 +118,10 @@ def _training_ended(described: dict[str, Any]) -> Failure:
         return Failure(
             TRAINING_STOPPED,
             f"Training job {name} stopped: {detail}",
-            ("Checkpoints are kept under checkpoints/<job>/<run>/ for 30 days.", RETRY_HINT),
+            (
+                "Its checkpoints stay under checkpoints/<job>/<run>/ until checkpoints_retention_days.",
+                RETRY_HINT,
+            ),
         )
     advice = [RETRY_HINT]
     if "MaxWaitTimeInSeconds" in reason or "spot" in reason.lower():

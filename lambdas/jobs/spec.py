@@ -247,7 +247,7 @@ def resolve_job(
     instance_prompt = spec.instance_prompt or f"a photo of {token} {class_word}"
     if spec.subject_type:
         with_prior = spec.with_prior_preservation
-        # Prior preservation asked for in job.json needs a class prompt: the job's words, as without a subject.
+        # Prior preservation asked for in job.json needs a class prompt: the job's class word writes it.
         class_prompt = spec.class_prompt or (f"a photo of {class_word}" if with_prior else None)
         steps = spec.max_train_steps
     else:

@@ -23,3 +23,16 @@ def template(stack_artifact):
 @pytest.fixture(scope="session")
 def resources(stack_artifact):
     return stack_artifact.template["Resources"]
+
+
+@pytest.fixture(scope="session")
+def vpc_resources():
+    """The stack with training jobs in a VPC (context training_subnet_ids / training_security_group_ids)."""
+    app = build_app(
+        {
+            "stack_name": "Vpc",
+            "training_subnet_ids": "subnet-0a1b2c3d,subnet-0e5f6a7b",
+            "training_security_group_ids": ["sg-0123abcd"],
+        }
+    )
+    return app.synth().get_stack_by_name("Vpc").template["Resources"]

@@ -28,7 +28,9 @@ def lambda_asset_directory(stack_artifact) -> Path:
         Path(stack_artifact.assembly.directory, f"{stack_artifact.stack_name}.assets.json").read_text()
     )
     function = next(
-        r for r in stack_artifact.template["Resources"].values() if r["Type"] == "AWS::Lambda::Function"
+        r
+        for r in stack_artifact.template["Resources"].values()
+        if r["Type"] == "AWS::Lambda::Function" and r["Properties"]["Handler"].startswith("lambdas.handlers.")
     )
     asset_hash = function["Properties"]["Code"]["S3Key"].removesuffix(".zip")
     source = manifest["files"][asset_hash]["source"]
@@ -44,7 +46,7 @@ def test_the_staged_asset_imports_every_handler_without_the_repository_or_torch(
         f"sys.path.insert(0, {str(asset)!r})\n"
         "import lambdas.handlers.upload_events, lambdas.handlers.check_batch\n"
         "import lambdas.handlers.validate_batch, lambdas.handlers.build_training_request\n"
-        "import lambdas.handlers.finish_run\n"
+        "import lambdas.handlers.finish_run, lambdas.handlers.image_build\n"
         "import dreambooth_trainer, dreambooth_trainer.family_table, dreambooth_trainer.subject_defaults\n"
         f"assert dreambooth_trainer.__file__.startswith({str(asset)!r}), dreambooth_trainer.__file__\n"
         "assert 'torch' not in sys.modules\n"

@@ -21,7 +21,8 @@ HANDLERS = {
 
 
 def of_type(resources, kind):
-    return {k: v for k, v in resources.items() if v["Type"] == kind}
+    """The pipeline's resources of a type (the HTTP API's own, ``Api*``, are tested in test_api.py)."""
+    return {k: v for k, v in resources.items() if v["Type"] == kind and not k.startswith("Api")}
 
 
 def only(resources, kind):
@@ -31,8 +32,11 @@ def only(resources, kind):
 
 
 def functions_by_handler(resources):
+    """The pipeline's functions (not the deploy-time image build's)."""
     return {
-        f["Properties"]["Handler"]: (k, f) for k, f in of_type(resources, "AWS::Lambda::Function").items()
+        f["Properties"]["Handler"]: (k, f)
+        for k, f in of_type(resources, "AWS::Lambda::Function").items()
+        if k.startswith("Pipeline")
     }
 
 
@@ -133,7 +137,11 @@ def test_context_defaults_reach_the_lambdas():
     tpl = synthesize(
         {"default_quiet_period_seconds": 7, "default_max_train_steps": 321}, stack_name="CtxDefaults"
     )
-    function = next(r for r in tpl["Resources"].values() if r["Type"] == "AWS::Lambda::Function")
+    function = next(
+        r
+        for r in tpl["Resources"].values()
+        if r["Type"] == "AWS::Lambda::Function" and r["Properties"]["Handler"] in HANDLERS
+    )
     defaults = JobDefaults.model_validate_json(
         function["Properties"]["Environment"]["Variables"][config.JOB_DEFAULTS]
     )
@@ -148,7 +156,9 @@ def test_an_execution_that_ends_without_cleanup_frees_its_training_slot(resource
     ]
     pattern = rule["Properties"]["EventPattern"]
     assert set(pattern["detail"]["status"]) == {"ABORTED", "TIMED_OUT", "FAILED"}
-    (machine_id,) = of_type(resources, "AWS::StepFunctions::StateMachine")
+    (machine_id,) = [
+        k for k in of_type(resources, "AWS::StepFunctions::StateMachine") if k.startswith("PipelineRuns")
+    ]
     assert pattern["detail"]["stateMachineArn"] == [{"Ref": machine_id}]
     (target,) = rule["Properties"]["Targets"]
     slot_id, _ = functions_by_handler(resources)["lambdas.handlers.training_slot.handler"]
@@ -238,7 +248,9 @@ def test_lambda_roles_carry_no_managed_policies(resources):
 
 def test_intake_may_start_executions_of_the_run_state_machine_only(resources):
     intake_id, intake = functions_by_handler(resources)["lambdas.handlers.upload_events.handler"]
-    state_machine_id, _ = only(resources, "AWS::StepFunctions::StateMachine")
+    (state_machine_id,) = [
+        k for k in of_type(resources, "AWS::StepFunctions::StateMachine") if k.startswith("PipelineRuns")
+    ]
     statements = role_statements(resources, intake["Properties"]["Role"]["Fn::GetAtt"][0])
     starts = [s for s in statements if "states:StartExecution" in actions(s)]
     assert [s["Resource"] for s in starts] == [{"Ref": state_machine_id}]
@@ -254,3 +266,13 @@ def test_upload_events_go_through_eventbridge_not_bucket_notification_lambdas(te
             )
         },
     )
+
+
+def test_intake_gets_only_the_table_actions_it_calls(resources):
+    _, intake = functions_by_handler(resources)["lambdas.handlers.upload_events.handler"]
+    table_id, _ = only(resources, "AWS::DynamoDB::Table")
+    statements = role_statements(resources, intake["Properties"]["Role"]["Fn::GetAtt"][0])
+    granted = sorted(a for s in statements for a in actions(s) if a.startswith("dynamodb:"))
+    assert granted == ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:UpdateItem"]
+    (statement,) = [s for s in statements if any(a.startswith("dynamodb:") for a in actions(s))]
+    assert statement["Resource"] == {"Fn::GetAtt": [table_id, "Arn"]}

@@ -84,6 +84,30 @@ def test_the_training_queue_is_set_by_its_own_context_keys():
         settings_from_context({"training_slot_poll_seconds": -1})
 
 
+def test_infra_keys_have_defaults_and_are_checked():
+    infra = settings_from_context({}).infra
+    assert (infra.image_build, infra.uploads_retention_days, infra.checkpoints_retention_days) == (
+        "codebuild",
+        30,
+        7,
+    )
+    assert not infra.training_vpc
+    vpc = settings_from_context(
+        {"training_subnet_ids": "subnet-0a1, subnet-0b2", "training_security_group_ids": ["sg-0c3"]}
+    ).infra
+    assert vpc.training_subnet_ids == ("subnet-0a1", "subnet-0b2") and vpc.training_vpc
+    with pytest.raises(ValueError, match="image_build"):
+        settings_from_context({"image_build": "docker"})
+    with pytest.raises(ValueError, match="uploads_retention_days"):
+        settings_from_context({"uploads_retention_days": "0"})
+    with pytest.raises(ValueError, match="go together"):
+        settings_from_context({"training_subnet_ids": "subnet-0a1"})
+    with pytest.raises(ValueError, match="training_security_group_ids"):
+        settings_from_context({"training_subnet_ids": "subnet-0a1", "training_security_group_ids": "default"})
+    with pytest.raises(ValueError, match="ops_email"):
+        settings_from_context({"ops_email": "ops"})
+
+
 def test_without_a_default_instance_type_the_default_base_models_family_must_fit_the_limits():
     with pytest.raises(
         ValueError, match=r"default_instance_type ml.g6.xlarge \(the default for flux base models\)"

@@ -57,7 +57,10 @@ def test_without_an_email_there_is_no_subscription_and_a_warning():
     app = build_app({"stack_name": "NoMail"})
     cloud_assembly = app.synth()
     artifact = cloud_assembly.get_stack_by_name("NoMail")
-    Template.from_json(artifact.template).resource_count_is("AWS::SNS::Subscription", 0)
+    emails = Template.from_json(artifact.template).find_resources(
+        "AWS::SNS::Subscription", {"Properties": {"Protocol": "email"}}
+    )
+    assert emails == {}
     warnings = [m.entry.data for m in artifact.messages if m.level.name == "WARNING"]
     assert any("notification_email" in str(w) for w in warnings)
 
@@ -98,7 +101,14 @@ def test_sagemaker_role_reads_inputs_and_writes_models_by_prefix_only(template):
     assert "training-input/*" not in json.dumps(writes), "training must never change its own input"
 
 
-def test_trainer_image_is_built_from_trainer_image_folder(stack_artifact):
+def test_with_image_build_local_the_trainer_image_is_a_docker_asset_of_trainer_image():
+    stack_artifact = (
+        build_app({"stack_name": "LocalImage", "image_build": "local"})
+        .synth()
+        .get_stack_by_name("LocalImage")
+    )
+    kinds = {r["Type"] for r in stack_artifact.template["Resources"].values()}
+    assert not kinds & {"AWS::CodeBuild::Project", "AWS::ECR::Repository", "Custom::TrainerImage"}
     manifest = json.loads(
         Path(stack_artifact.assembly.directory, f"{stack_artifact.stack_name}.assets.json").read_text()
     )
@@ -124,7 +134,22 @@ def test_outputs_tell_the_user_where_to_upload_and_where_models_land(template):
         "StateMachineArn",
         "JobsTableName",
         "UploadEventsQueueUrl",
+        "DashboardUrl",
+        "AlarmTopicArn",
     } <= set(outputs)
+
+
+def test_the_image_uri_output_is_the_image_training_jobs_run(resources, template):
+    value = template.find_outputs("TrainerImageUri")["TrainerImageUri"]["Value"]
+    (custom,) = [r for r in resources.values() if r["Type"] == "Custom::TrainerImage"]
+    assert value["Fn::Join"][1][-1] == f":{custom['Properties']['ImageTag']}"
+    (state_machine,) = [
+        r
+        for k, r in resources.items()
+        if r["Type"] == "AWS::StepFunctions::StateMachine" and k.startswith("PipelineRuns")
+    ]
+    definition = json.dumps(state_machine["Properties"]["DefinitionString"])
+    assert json.dumps(value["Fn::Join"][1][-2])[1:-1] in definition  # same repository reference
 
 
 def test_cfn_lint_passes(stack_artifact):

@@ -1,6 +1,7 @@
 """infra/workflow.py as synthesized: the run state machine's graph, Train state and permissions."""
 
 import json
+import re
 
 import pytest
 
@@ -22,13 +23,19 @@ def render(value) -> str:
         return "<{}>".format(value["Ref"])
     if "Fn::Sub" in value:
         return value["Fn::Sub"]
+    if "Fn::Select" in value:  # e.g. the account and region parts of the ECR repository's ARN
+        index, split = value["Fn::Select"]
+        separator, source = split["Fn::Split"]
+        return f"<{render(source)}{separator}[{index}]>"
     raise AssertionError(f"unexpected intrinsic {value}")
 
 
 @pytest.fixture(scope="module")
 def state_machine(resources):
     ((logical_id, resource),) = [
-        (k, v) for k, v in resources.items() if v["Type"] == "AWS::StepFunctions::StateMachine"
+        (k, v)
+        for k, v in resources.items()
+        if v["Type"] == "AWS::StepFunctions::StateMachine" and k.startswith("PipelineRuns")
     ]
     return logical_id, resource
 
@@ -79,7 +86,11 @@ def test_train_is_create_training_job_sync_with_spot_fields_and_a_fixed_image_an
         assert params[f"{field}.$"] == f"$.request.{field}"
     assert {"CheckpointConfig.$", "StoppingCondition.$", "EnableManagedSpotTraining.$"} <= set(params)
     assert params["RoleArn"] == "<TrainingExecutionRole0CBEB7FB.Arn>"
-    assert "container-assets" in params["AlgorithmSpecification"]["TrainingImage"]
+    # The image the deploy built in CodeBuild, by its trainer_image/ hash tag (never a mutable "latest").
+    assert re.search(
+        r"<TrainingTrainerImageBuildRepository\w+>:[0-9a-f]{64}$",
+        params["AlgorithmSpecification"]["TrainingImage"],
+    )
     assert params["AlgorithmSpecification"]["MetricDefinitions"] == METRIC_DEFINITIONS
 
 

@@ -1,7 +1,10 @@
 """The local mode as a user runs it: the real CLI in its own folder, the whole flow, the real trainer."""
 
+import contextlib
 import json
 import os
+import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -14,6 +17,7 @@ import pytest
 
 from dreambooth_trainer.offline_fixtures import build_tiny_base_model, write_sample_subject_images
 from local_pipeline.cli import TINY_MODEL_HYPERPARAMETERS
+from local_pipeline.service import ServiceEndpoint, submit_batch
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -37,13 +41,36 @@ def workdir(tmp_path):
 
 
 def cli_env() -> dict[str, str]:
-    return {
-        **os.environ,
-        "PYTHONPATH": str(REPO_ROOT),
-        "OMP_NUM_THREADS": "1",
-        "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20",
-        "PYTHONUNBUFFERED": "1",
-    }
+    """A user's shell: no banner-silencing variables set (the CLI takes care of Node's banners itself)."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("JSII_SILENCE_WARNING")}
+    return {**env, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+# What a user saw on the terminal before library output went to local-output/logs/.
+NOISE = [
+    "b'",  # jsii's Node banner, printed as Python bytes
+    "!!",
+    "end-of-life",
+    "Exception=",  # moto's Step Functions interpreter dump
+    "FailureEventException",
+    "Traceback",
+    "kernels",  # bitsandbytes
+    "torchvision",  # transformers
+    "Bundling asset",  # CDK
+    "Writing model shards",  # a library's own tqdm bar
+    "\x1b",  # escape codes
+    "\r",  # carriage-return progress redraws
+]
+
+
+def assert_clean_terminal(stderr: str, allowed: tuple[str, ...] = ("==> ", "training: ")) -> None:
+    """Only stages, the one progress bar (plain lines off a TTY) and the given kinds of line."""
+    for noise in NOISE:
+        assert noise not in stderr, f"{noise!r} on the terminal:\n{stderr[-3000:]}"
+    strays = [line for line in stderr.splitlines() if not line.startswith(allowed)]
+    assert not strays, "\n".join(strays[:20])
+    bars = [line for line in stderr.splitlines() if line.startswith("training: ")]
+    assert all(re.fullmatch(r"training: \d+/\d+ steps, loss \d+\.\d+", line) for line in bars), bars
 
 
 def cli(*args: str) -> list[str]:
@@ -91,6 +118,15 @@ def test_run_trains_a_good_batch_and_prints_the_notification_last(workdir, tiny_
     assert (copied / "model_index.json").is_file() and (copied / "unet").is_dir()
     assert (copied / "samples" / "sample-0.png").is_file()
     assert "model files copied to local-output/good dog" in result.stderr
+    assert_clean_terminal(result.stderr)
+    hint = next(line for line in result.stderr.splitlines() if line.startswith("==> try it: "))
+    words = shlex.split(hint.removeprefix("==> try it: "))
+    assert words[words.index("--model") + 1] == "local-output/good dog", "the hint pastes as it is"
+    assert words[words.index("--prompt") + 1] == "a photo of sks toy"
+    log_dir = workdir / "local-output" / "logs"
+    assert "function_name" in (log_dir / "service.log").read_text(), "the Lambda logs are in the log file"
+    training_log = (log_dir / f"training-{notification['training_job_name']}.log").read_text()
+    assert "kernels" in training_log or "torchvision" in training_log, "library chatter went to the log"
     assert not (workdir / "local-output" / "service.json").exists(), "the service is gone with the command"
 
     rendered = subprocess.run(
@@ -139,6 +175,9 @@ def test_run_reports_a_batch_of_broken_files_and_exits_non_zero(workdir, tiny_mo
     text = json.dumps(failure)
     assert all(name in text for name in ["a.jpg", "b.png", "c.jpg"])
     assert "training job" not in result.stderr, "no GPU is paid for an invalid batch"
+    assert f"==> job broken failed: {failure['reason'].splitlines()[0]}" in result.stderr
+    assert f"==> what to do: {failure['advice'][0]}" in result.stderr
+    assert_clean_terminal(result.stderr, allowed=("==> ", "- "))  # the reason lists one file per line
 
 
 def test_bad_settings_fail_before_anything_is_uploaded(workdir):
@@ -200,6 +239,12 @@ def test_up_trains_what_the_aws_cli_drops_into_it(workdir):
         endpoint = out.wait_for(lambda line: line.startswith("S3 endpoint:"), 1).split()[-1]
         bucket = out.wait_for(lambda line: line.startswith("bucket:"), 1).split()[-1]
         assert endpoint == f"http://127.0.0.1:{port}"
+        example = out.wait_for(lambda line: line.startswith("try:"), 1).removeprefix("try:")
+        assert shlex.split(example) == ["aws", "s3", "cp", "--recursive", "./photos"] + [
+            f"s3://{bucket}/uploads/my-dog/",
+            "--endpoint-url",
+            endpoint,
+        ], "the upload example is on the terminal and pastes as it is"
         images = photos(workdir.parent / "cli photos")
         copy = subprocess.run(
             [str(VENV_BIN / "aws"), "s3", "cp", "--recursive", str(images), f"s3://{bucket}/uploads/cli cat/"]
@@ -223,6 +268,85 @@ def test_up_trains_what_the_aws_cli_drops_into_it(workdir):
         code = service.wait(timeout=60)
     assert code == 0, "\n".join(err.lines[-30:])
     assert not (workdir / "local-output" / "service.json").exists()
+    assert_clean_terminal("\n".join(err.lines))
+
+
+def test_up_survives_any_message_and_stopping_it_stops_its_trainer(workdir):
+    port = free_port()
+    service = subprocess.Popen(
+        cli("up", "--port", str(port), "--quiet-period", "1"),
+        cwd=workdir,
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    out, err = Lines(service.stdout), Lines(service.stderr)
+    try:
+        out.wait_for(lambda line: line.startswith("ready"), timeout=180)
+        endpoint = out.wait_for(lambda line: line.startswith("S3 endpoint:"), 1).split()[-1]
+        bucket = out.wait_for(lambda line: line.startswith("bucket:"), 1).split()[-1]
+        clients = ServiceEndpoint(endpoint, bucket, "")
+        topic = next(
+            t["TopicArn"]
+            for t in clients.client("sns").list_topics()["Topics"]
+            if "JobEvents" in t["TopicArn"]
+        )
+
+        clients.client("sns").publish(TopicArn=topic, Message="plain text, not JSON\nsecond line")
+        out.wait_for(lambda line: line == "second line", timeout=60)
+        err.wait_for(lambda line: line.startswith("warning: a message on the topic is not a JSON"), 5)
+        saved = list((workdir / "local-output" / "notifications").glob("not-json-*.txt"))
+        assert [p.read_text() for p in saved] == ["plain text, not JSON\nsecond line"]
+
+        job = {"max_train_steps": "1000", "class_word": "toy", "hyperparameters": FAST}
+        submit_batch(clients, photos(workdir.parent / "long"), "long job", job)
+        trainer = wait_for_trainer(service.pid, timeout=300)
+        service.send_signal(signal.SIGTERM)
+        code = service.wait(timeout=120)
+    finally:
+        if service.poll() is None:
+            service.kill()
+    assert code == 0, "\n".join(err.lines[-30:])
+    notification = json.loads(out.wait_for(lambda line: line.startswith("{"), 1))
+    assert notification["status"] == "FAILED" and notification["job_name"] == "long job"
+    assert notification["failure"]["kind"] == "training_stopped", notification
+    assert is_gone(trainer), "the trainer is gone"
+    assert_clean_terminal("\n".join(err.lines), allowed=("==> ", "training: ", "warning: a message"))
+
+
+def wait_for_trainer(pid: int, timeout: float) -> int:
+    """The pid of the trainer process the service at ``pid`` started, once it runs."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for child in descendants(pid):
+            with contextlib.suppress(OSError):
+                if b"dreambooth_trainer" in Path(f"/proc/{child}/cmdline").read_bytes():
+                    time.sleep(3)  # let it get into its work
+                    return child
+        time.sleep(0.5)
+    raise AssertionError(f"no trainer process within {timeout} s")
+
+
+def descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def is_gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
 
 
 def test_a_second_run_of_the_same_batch_while_the_first_trains_starts_no_second_job(workdir, tiny_model):

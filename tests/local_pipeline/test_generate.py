@@ -1,8 +1,10 @@
 import json
 
+import boto3
 import pytest
+from moto import mock_aws
 
-from local_pipeline.generate import ModelNotUsable, locate_model
+from local_pipeline.generate import ModelNotUsable, fetch_model, locate_model
 
 
 def test_a_diffusers_folder_loads_as_one(tmp_path):
@@ -43,3 +45,14 @@ def test_anything_else_is_explained(tmp_path):
         locate_model(tmp_path / "missing", None)
     with pytest.raises(ModelNotUsable, match="holds no model"):
         locate_model(tmp_path, None)
+
+
+def test_an_s3_model_with_a_key_that_leaves_the_folder_is_refused_by_name(tmp_path):
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket="bkt")
+        s3.put_object(Bucket="bkt", Key="models/rex/r1/model_index.json", Body=b"{}")
+        s3.put_object(Bucket="bkt", Key="models/rex/r1/../../../../../escaped.txt", Body=b"evil")
+        with pytest.raises(ModelNotUsable, match=r"refused S3 key 'models/rex/r1/\.\./"):
+            fetch_model(s3, "s3://bkt/models/rex/r1/", tmp_path / "deep" / "model")
+    assert not list(tmp_path.rglob("escaped.txt"))

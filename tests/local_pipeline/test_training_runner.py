@@ -108,3 +108,20 @@ def test_hyperparameters_reach_the_container_as_strings(s3, tmp_path):
         "max_train_steps": "5",
         "use_ema": "False",
     }
+
+
+def test_a_channel_key_that_leaves_the_channel_folder_is_refused_and_reported(s3, tmp_path):
+    s3.put_object(Bucket="bkt", Key="uploads/my dog/../../../../../pwned/x.jpg", Body=b"evil")
+    outcome, output = run(s3, tmp_path, request())
+    assert outcome.status == "Completed"
+    assert 'channels ["images/a.jpg", "images/sub/b.jpg"]' in output
+    assert "local runner: refused S3 key 'uploads/my dog/../../../../../pwned/x.jpg'" in output
+    assert not list(tmp_path.rglob("pwned")), "nothing is written outside the job's folder"
+
+
+def test_a_channel_name_that_leaves_the_data_folder_fails_the_job(s3, tmp_path):
+    req = request()
+    req["InputDataConfig"][0]["ChannelName"] = "../../escaped"
+    outcome, _ = run(s3, tmp_path, req)
+    assert outcome.status == "Failed" and "'..' segment" in outcome.failure_reason
+    assert not list(tmp_path.rglob("escaped"))

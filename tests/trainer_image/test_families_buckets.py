@@ -8,14 +8,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from dreambooth_trainer.families.buckets import (
-    bucket_batch_indices,
-    bucket_sizes,
-    bucket_step,
-    fit_to_bucket,
-    nearest_bucket,
-)
-from dreambooth_trainer.loop import batch_indices
+from dreambooth_trainer.families.buckets import bucket_sizes, bucket_step, fit_to_bucket, nearest_bucket
+from dreambooth_trainer.loop import batch_indices, bucket_batch_indices
 
 
 def test_sdxl_buckets_at_1024() -> None:

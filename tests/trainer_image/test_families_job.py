@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 
+import boto3
 import numpy as np
 import pytest
 import torch
+from moto import mock_aws
 from PIL import Image
 
 from dreambooth_trainer.families import get_family
@@ -69,3 +71,40 @@ def test_prior_preservation_generates_class_images_with_the_family_pipeline(
     assert len(generated) == 2 and Image.open(generated[0]).size == (64, 64)
     record = json.loads((job.model_dir / "dreambooth.json").read_text())
     assert record["class_images"] == 2 and record["class_prompt"] == "a photo of a dog"
+
+
+@pytest.mark.parametrize(
+    ("base", "method", "lora_file_count"), [("sd", "lora", None), ("sd", "full", 0), ("flux", "lora", 2)]
+)
+def test_record_and_manifest_name_the_family_and_every_lora_file(
+    new_job, tiny_family_model, aws_env, base: str, method: str, lora_file_count: int | None
+) -> None:
+    settings = {
+        **HYPERPARAMETERS,
+        "training_method": method,
+        "max_train_steps": "1",
+        "num_samples": "0",
+        "model_output_s3_uri": "s3://models/sks/",
+    }
+    if base == "sd":
+        settings["resolution"] = "32"
+        job = new_job(settings)
+    else:
+        job = new_job(settings, model=False)
+        job.add_channel("model", tiny_family_model(base))
+    with mock_aws():
+        s3 = boto3.client("s3")
+        s3.create_bucket(Bucket="models")
+        assert job.run() == 0, job.failure
+        manifest = json.loads(s3.get_object(Bucket="models", Key="sks/manifest.json")["Body"].read())
+        record = json.loads(s3.get_object(Bucket="models", Key="sks/dreambooth.json")["Body"].read())
+    uploaded = {entry["key"] for entry in manifest["files"]}
+    assert record["family"] == manifest["family"] == base and record["kind"] == manifest["kind"] == method
+    assert record["lora_files"] == manifest["lora_files"]
+    if lora_file_count is not None:
+        assert len(record["lora_files"]) == lora_file_count
+    if method == "lora":  # SD: the diffusers file, and the kohya file once export writes one for SD
+        assert record["lora_files"][0] == record["lora_weight_name"] == "pytorch_lora_weights.safetensors"
+    else:
+        assert record["lora_weight_name"] is None and record["single_file_name"] == "subject.safetensors"
+    assert set(record["lora_files"]) <= uploaded

@@ -35,7 +35,7 @@ def test_ddpm_noise_and_target_by_hand(prediction_type: str) -> None:
 
 def test_an_unknown_prediction_type_is_an_error() -> None:
     latents = torch.zeros((1, 4, 2, 2))
-    with pytest.raises(BaseModelError, match="predicts 'sample'"):
+    with pytest.raises(BaseModelError, match="prediction_type 'sample'.*epsilon or v_prediction"):
         ddpm_noised(scheduler("sample"), latents, latents, torch.Generator().manual_seed(0))
 
 

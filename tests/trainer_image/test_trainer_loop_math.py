@@ -16,14 +16,9 @@ from safetensors.torch import load_file
 
 from dreambooth_trainer import loop
 from dreambooth_trainer.errors import BaseModelError
-from dreambooth_trainer.loop import (
-    check_prediction_type,
-    configure_attention,
-    dreambooth_loss,
-    effective_mixed_precision,
-    optimizer_step,
-    training_target,
-)
+from dreambooth_trainer.families.base import dreambooth_loss
+from dreambooth_trainer.families.sd import check_prediction_type, training_target
+from dreambooth_trainer.loop import configure_attention, effective_mixed_precision, optimizer_step
 from dreambooth_trainer.offline_fixtures import build_tiny_base_model
 
 # One latent "pixel" per sample: instance image first, class image second (the loop's batch layout).

@@ -10,11 +10,11 @@ import contextlib
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from .hyperparameters import TrainingHyperparameters
-from .model_loading import ModelParts, assemble_pipeline
 
 log = logging.getLogger(__name__)
 
@@ -27,19 +27,19 @@ def _next_index(folder: Path) -> int:
 
 
 def generate_class_images(
-    parts: ModelParts,
+    pipe: Any,
     hp: TrainingHyperparameters,
     count: int,
     folder: Path,
     device: torch.device,
     autocast_dtype: torch.dtype | None,
 ) -> list[Path]:
-    """Generate `count` images of `class_prompt` in batches of sample_batch_size; returns the new files."""
+    """Generate `count` images of `class_prompt` in batches of sample_batch_size with the base model's own
+    pipeline (the family's, over the modules in memory); returns the new files."""
 
     if count <= 0:
         return []
     folder.mkdir(parents=True, exist_ok=True)
-    pipe = parts.pipeline if hasattr(parts, "pipeline") else assemble_pipeline(parts)  # a FamilyModel has one
     pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     start = _next_index(folder)
@@ -69,5 +69,4 @@ def generate_class_images(
                 image.save(partial, format="PNG")
                 os.replace(partial, path)
                 written.append(path)
-    del pipe
     return written

@@ -1,5 +1,6 @@
-"""One training job, start to finish: settings, data, base model, class images, the loop, samples, export,
-upload.
+"""One training job, start to finish, for every model family: settings, data, base model (its family found
+in it), class images, the loop, samples, export, record, upload. The family does the model-specific parts
+(families/base.ModelFamily): defaults, what it refuses, loading, rendering, the exported files.
 
 Cheap checks come first (hyperparameters, images) so a bad job fails in seconds, before gigabytes are loaded.
 """
@@ -9,20 +10,26 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from PIL import Image
 
 from .class_images import generate_class_images
 from .data import TrainingImage, load_images, require_images
 from .errors import BaseModelError, TrainingDataError
-from .export import TRAINING_RECORD, export_model
-from .families.registry import family_of_base_model, resolve_alias
-from .hyperparameters import HyperparameterError, TrainingHyperparameters
-from .loop import HALF, LoopResult, check_prediction_type, train
-from .model_loading import ModelParts, load_model_parts, resolve_base_model
+from .export import TRAINING_RECORD
+from .families.base import FamilyModel
+from .families.buckets import bucket_sizes, bucket_step, fit_to_bucket, nearest_bucket
+from .families.registry import family_of_base_model, get_family, resolve_alias
+from .families.rules import check_family_job, resolution_multiple
+from .hyperparameters import TrainingHyperparameters
+from .loop import HALF, LoopResult, train
+from .model_loading import resolve_base_model
 from .s3_upload import MANIFEST_NAME, upload_class_images, upload_model_folder
 from .sagemaker_contract import SageMakerPaths, StopSignal, job_name
 from .samples import render_samples
@@ -62,18 +69,9 @@ def quiet_libraries() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
-def check_resolution(hp: TrainingHyperparameters, parts: ModelParts) -> None:
-    vae_factor = 2 ** (len(parts.vae.config.block_out_channels) - 1)
-    unet_factor = 2 ** (len(parts.unet.config.block_out_channels) - 1)
-    if hp.resolution % (vae_factor * unet_factor):
-        raise HyperparameterError(
-            f"hyperparameter 'resolution' = {hp.resolution}: this base model needs a multiple of "
-            f"{vae_factor * unet_factor} (e.g. 512 or 768 for SD 1.x)"
-        )
-
-
-def check_single_file_export(hp: TrainingHyperparameters, parts: ModelParts) -> None:
-    """Before training, not after: every weight name must have an original-layout name."""
+def check_single_file_export(hp: TrainingHyperparameters, parts: Any) -> None:
+    """Before training, not after: every weight name must have an original-layout name (parts: loaded SD
+    parts or pipeline; only SD trains full models)."""
     if hp.training_method != "full" or not hp.export_single_file:
         return
     try:
@@ -85,8 +83,33 @@ def check_single_file_export(hp: TrainingHyperparameters, parts: ModelParts) -> 
         ) from None
 
 
+def instance_folders(hp: TrainingHyperparameters, paths: SageMakerPaths) -> list[Path]:
+    return (
+        [paths.resolve(hp.instance_data_dir)] if hp.instance_data_dir else [paths.channel(INSTANCE_CHANNEL)]
+    )
+
+
+def load_bucketed(
+    model: FamilyModel, hp: TrainingHyperparameters, paths: SageMakerPaths
+) -> list[TrainingImage]:
+    """The instance photos again (the job read them square, before it knew the family), each fitted to its
+    aspect-ratio bucket."""
+    buckets = bucket_sizes(hp.resolution, bucket_step(hp.resolution, resolution_multiple(model)))
+
+    def fit(image: Image.Image) -> np.ndarray:
+        return fit_to_bucket(image, nearest_bucket(image.width, image.height, buckets))
+
+    images, _ = load_images(instance_folders(hp, paths), hp.resolution, hp.center_crop, hp.seed, fit=fit)
+    sizes = Counter(f"{image.pixels.shape[1]}x{image.pixels.shape[0]}" for image in images)
+    log.info(
+        "aspect-ratio buckets (width x height: images): %s",
+        ", ".join(f"{k}: {v}" for k, v in sorted(sizes.items())),
+    )
+    return images
+
+
 def prepare_class_images(
-    hp: TrainingHyperparameters, paths: SageMakerPaths, parts: ModelParts
+    hp: TrainingHyperparameters, paths: SageMakerPaths, model: FamilyModel
 ) -> tuple[list[TrainingImage], list[Path]]:
     """Existing class images (channel + earlier generations), topped up to num_class_images by generation."""
     channel = paths.resolve(hp.class_data_dir) if hp.class_data_dir else paths.channel(CLASS_CHANNEL)
@@ -105,7 +128,7 @@ def prepare_class_images(
         cuda = torch.cuda.is_available()
         device = torch.device("cuda" if cuda else "cpu")
         autocast_dtype = HALF.get(hp.mixed_precision) if cuda else None  # the loop logs the CPU fallback
-        new_files = generate_class_images(parts, hp, missing, generated_dir, device, autocast_dtype)
+        new_files = generate_class_images(model.pipeline, hp, missing, generated_dir, device, autocast_dtype)
         existing, _ = load_images(folders, hp.resolution, hp.center_crop, hp.seed + 1)
     class_images = existing[: hp.num_class_images] if hp.num_class_images else existing
     if not class_images:
@@ -132,6 +155,36 @@ def share_class_images(
     return upload_class_images(files, hp.class_images_output_s3_uri, job_name())
 
 
+def write_record(
+    out_dir: Path,
+    hp: TrainingHyperparameters,
+    model: FamilyModel,
+    result: LoopResult,
+    files: dict[str, Any],
+    extra: dict[str, Any],
+    samples: list[str],
+) -> dict[str, Any]:
+    """The training record (dreambooth.json), the same fields for every family; files: what the family's
+    export wrote (kind, lora_weight_name, lora_files, single_file_name)."""
+    record = {
+        **files,
+        "family": model.family,
+        "model_name": hp.model_name,
+        "prompt": hp.instance_prompt,
+        "class_prompt": hp.class_prompt if hp.with_prior_preservation else None,
+        "base_model": model.source.location,
+        "resolution": hp.resolution,
+        "steps": result.global_step,
+        "output_dtype": hp.output_dtype,
+        "samples": list(samples),
+        "hyperparameters": hp.to_sagemaker_strings(),
+        **extra,
+    }
+    (out_dir / TRAINING_RECORD).write_text(json.dumps(record, indent=2, sort_keys=True))
+    log.info("model written to %s (%s %s, %s)", out_dir, model.family, record["kind"], hp.output_dtype)
+    return record
+
+
 def publish(out_dir: Path, hp: TrainingHyperparameters, record: dict[str, Any]) -> dict[str, Any] | None:
     """With model_output_s3_uri: upload, then keep only manifest.json and dreambooth.json in /opt/ml/model,
     so SageMaker's model.tar.gz stays tiny and still says where the model is."""
@@ -140,10 +193,12 @@ def publish(out_dir: Path, hp: TrainingHyperparameters, record: dict[str, Any]) 
     fields = {
         "job_name": job_name(),
         "kind": record["kind"],
+        "family": record["family"],
         "model_name": record["model_name"],
         "prompt": record["prompt"],
         "base_model": record["base_model"],
         "lora_weight_name": record["lora_weight_name"],
+        "lora_files": record["lora_files"],
         "single_file_name": record["single_file_name"],
         "samples": record["samples"],
     }
@@ -166,9 +221,7 @@ def run_job(
     quiet_libraries()
 
     stop.phase = "reading the instance images"
-    instance_dirs = (
-        [paths.resolve(hp.instance_data_dir)] if hp.instance_data_dir else [paths.channel(INSTANCE_CHANNEL)]
-    )
+    instance_dirs = instance_folders(hp, paths)
     instance, skipped = load_images(instance_dirs, hp.resolution, hp.center_crop, hp.seed)
     require_images(instance, skipped, instance_dirs, hp.min_instance_images, "instance")
     log.info("instance images: %d usable, %d skipped", len(instance), len(skipped))
@@ -183,31 +236,37 @@ def run_job(
         update={"pretrained_model_name_or_path": resolve_alias(hp.pretrained_model_name_or_path)}
     )
     source = resolve_base_model(hp, paths)
-    if (family := family_of_base_model(source)) != "sd":  # SDXL, FLUX.1, Z-Image: see families/
-        from .families.job import run_family_job
-
-        return run_family_job(family, source, hp, paths, stop)
-    parts = load_model_parts(source)
-    check_resolution(hp, parts)
-    check_prediction_type(parts.noise_scheduler.config.prediction_type)
-    check_single_file_export(hp, parts)
+    family = get_family(family_of_base_model(source))
+    log.info("base model family: %s", family.name)
+    hp, family_changes = family.apply_defaults(hp)
+    for line in family_changes:
+        log.info(line)
+    model = family.load(source)
+    check_family_job(family, model, hp)
+    check_single_file_export(hp, model.pipeline)
+    if family.aspect_buckets:
+        instance = load_bucketed(model, hp, paths)
     class_images: list[TrainingImage] = []
     generated: list[Path] = []
     if hp.with_prior_preservation:
         stop.phase = "preparing class images"
-        class_images, generated = prepare_class_images(hp, paths, parts)
+        class_images, generated = prepare_class_images(hp, paths, model)
         stop.phase = "sharing class images"
         share_class_images(hp, paths, generated)  # before training: a later failure still leaves them
 
     stop.phase = "training"
-    result = train(parts, instance, class_images, hp, checkpoint_dir=paths.checkpoints_dir, stop=stop)
+    result = train(
+        model, instance, class_images, hp, family=family, checkpoint_dir=paths.checkpoints_dir, stop=stop
+    )
 
     out_dir = paths.resolve(hp.models_path) if hp.models_path else paths.model_dir
     extra = {"job_name": job_name(), "instance_images": len(instance), "class_images": len(class_images)}
     stop.phase = "rendering sample images"
-    samples = render_samples(parts, result, hp, out_dir)  # before the export casts the modules
+    samples = render_samples(family, model, hp, out_dir)  # before the export casts the modules
     stop.phase = "writing the model"
-    record = export_model(parts, result, hp, out_dir, extra, samples)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = family.export(model, result, hp, out_dir)
+    record = write_record(out_dir, hp, model, result, files, extra, samples)
     stop.phase = "uploading the model"
     manifest = publish(out_dir, hp, record)
     return JobResult(hp, out_dir, record, manifest, result, generated)

@@ -1,9 +1,13 @@
-"""The DreamBooth training loop: set up once, then one plain loop over optimizer steps.
+"""The DreamBooth training loop, one for every model family: set up once, then one plain loop over optimizer
+steps. Whatever is model-specific the family does (families/base.ModelFamily): encode prompts and images,
+noise + timesteps + target, the prediction, the loss. The loop owns the rest: which weights learn (full or
+LoRA, text encoder on request), precision and devices, the latent/prompt caches, batches, optimizer, LR
+schedule and EMA through accelerate, checkpoints, metrics lines and SIGTERM.
 
-Speed comes from doing per-step only what must be per-step: VAE latents and prompt embeddings are computed
-once before the loop (unless the text encoder trains or not_cache_latents asks otherwise), gradients are
-dropped with zero_grad(set_to_none=True), nothing is reloaded. All randomness of step s comes from (seed, s),
-so a run resumed from a checkpoint takes the same batches and noise as the uninterrupted one.
+Speed comes from doing per-step only what must be per-step: latents and prompt embeddings are computed once
+before the loop (unless the text encoder trains or not_cache_latents asks otherwise), gradients are dropped
+with zero_grad(set_to_none=True), nothing is reloaded. All randomness of step s comes from (seed, s), so a
+run resumed from a checkpoint takes the same batches and noise as the uninterrupted one.
 """
 
 from __future__ import annotations
@@ -20,7 +24,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .checkpointing import (
     CheckpointStore,
@@ -29,7 +32,10 @@ from .checkpointing import (
     trainable_parameters,
 )
 from .data import TrainingImage
-from .errors import BaseModelError, TrainingStopped
+from .errors import TrainingStopped
+from .families.base import FamilyModel, ModelFamily, add_lora
+from .families.registry import get_family
+from .families.sd import sd_model
 from .hyperparameters import TrainingHyperparameters
 from .metrics import format_metrics_line, format_summary_line
 from .model_loading import ModelParts
@@ -37,16 +43,13 @@ from .sagemaker_contract import StopSignal
 
 log = logging.getLogger(__name__)
 
-UNET_LORA_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
-TEXT_ENCODER_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
 HALF = {"fp16": torch.float16, "bf16": torch.bfloat16}
-PREDICTION_TYPES = ("epsilon", "v_prediction")
 
 
 @dataclass
 class LoopResult:
-    unet: torch.nn.Module
-    text_encoder: torch.nn.Module
+    unet: torch.nn.Module  # the trained denoiser: the UNet, or the family's transformer
+    text_encoder: torch.nn.Module | None
     global_step: int
     resumed_from: int
     final_loss: float
@@ -137,51 +140,32 @@ def batch_indices(n: int, batch_size: int, micro_step: int, seed: int, stream: i
     return [int(_epoch_order(seed, stream, p // n, n)[p % n]) for p in positions]
 
 
+def bucket_batch_indices(
+    shapes: list[tuple[int, ...]], batch_size: int, micro_step: int, seed: int, stream: int
+) -> list[int]:
+    """A batch of one aspect bucket. One bucket: exactly batch_indices. Several: the image at this step's
+    place in the seeded epoch order, then the next images of its bucket in that order (cyclically)."""
+    n = len(shapes)
+    if len(set(shapes)) == 1:
+        return batch_indices(n, batch_size, micro_step, seed, stream)
+    position = micro_step * batch_size
+    order = [int(i) for i in _epoch_order(seed, stream, position // n, n)]
+    start = position % n
+    anchor = order[start]
+    same = [i for i in order[start:] + order[:start] if shapes[i] == shapes[anchor]]
+    return [same[k % len(same)] for k in range(batch_size)]
+
+
+def shape_groups(images: list[TrainingImage]) -> dict[tuple[int, ...], list[int]]:
+    """Image indices per pixel shape (aspect bucket), in image order."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for index, image in enumerate(images):
+        groups.setdefault(image.pixels.shape, []).append(index)
+    return groups
+
+
 def micro_step_generator(seed: int, micro_step: int, device: torch.device) -> torch.Generator:
     return torch.Generator(device=device).manual_seed(seed * 1_000_003 + micro_step)
-
-
-def check_prediction_type(prediction_type: str) -> None:
-    if prediction_type not in PREDICTION_TYPES:
-        raise BaseModelError(
-            f"the base model's scheduler has prediction_type '{prediction_type}', which this trainer "
-            f"does not train ({' or '.join(PREDICTION_TYPES)}); use a base model whose scheduler "
-            "predicts one of them"
-        )
-
-
-def training_target(
-    noise_scheduler: Any,
-    prediction_type: str,
-    latents: torch.Tensor,
-    noise: torch.Tensor,
-    timesteps: torch.Tensor,
-) -> torch.Tensor:
-    """What the UNet should predict: the noise (epsilon) or the velocity (v-prediction, SD 2.x 768)."""
-    if prediction_type == "epsilon":
-        return noise
-    if prediction_type == "v_prediction":
-        return noise_scheduler.get_velocity(latents, noise, timesteps)
-    check_prediction_type(prediction_type)  # raises
-    raise AssertionError("unreachable")
-
-
-def dreambooth_loss(
-    model_pred: torch.Tensor, target: torch.Tensor, *, with_prior: bool, prior_loss_weight: float
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(loss, instance loss, prior loss) of one micro-batch, in fp32.
-
-    With prior preservation the batch is the instance images followed by as many class images:
-    loss = MSE(instance half) + prior_loss_weight * MSE(class half).
-    """
-    if with_prior:
-        pred_instance, pred_class = model_pred.float().chunk(2)
-        target_instance, target_class = target.float().chunk(2)
-        instance_loss = F.mse_loss(pred_instance, target_instance)
-        prior_loss = F.mse_loss(pred_class, target_class)
-        return instance_loss + prior_loss_weight * prior_loss, instance_loss, prior_loss
-    loss = F.mse_loss(model_pred.float(), target.float())
-    return loss, loss, torch.zeros((), device=loss.device)
 
 
 def optimizer_step(
@@ -211,13 +195,14 @@ def checkpoint_interval(hp: TrainingHyperparameters, num_instance: int) -> int:
     return hp.save_steps * steps_per_epoch
 
 
-def checkpoint_fingerprint(hp: TrainingHyperparameters, parts: ModelParts) -> dict[str, Any]:
+def checkpoint_fingerprint(hp: TrainingHyperparameters, model: FamilyModel) -> dict[str, Any]:
     """Settings that shape the saved state; a checkpoint written under others cannot be resumed."""
     keys = ("training_method", "train_text_encoder", "lora_rank", "use_ema", "use_8bit_adam")
     return {
         **{key: getattr(hp, key) for key in keys},
         "lora_alpha": hp.effective_lora_alpha,
-        "base": f"{parts.source.kind}:{Path(parts.source.location).name}",  # by name: re-runs elsewhere match
+        "family": model.family,
+        "base": f"{model.source.kind}:{Path(model.source.location).name}",  # by name: re-runs elsewhere match
     }
 
 
@@ -247,18 +232,24 @@ def stop_checkpoint(
 
 
 def train(
-    parts: ModelParts,
+    model: FamilyModel | ModelParts,
     instance: list[TrainingImage],
     class_images: list[TrainingImage],
     hp: TrainingHyperparameters,
     *,
+    family: ModelFamily | None = None,
     checkpoint_dir: Any = None,
     stop: StopSignal | None = None,
 ) -> LoopResult:
+    """Train on the model's family (family: its implementation with options; default the registry's).
+    Loaded SD parts are taken as the SD family's model."""
     from accelerate import Accelerator
     from diffusers.optimization import get_scheduler
     from diffusers.training_utils import EMAModel, cast_training_params
 
+    if isinstance(model, ModelParts):
+        model = sd_model(model)
+    family = family or get_family(model.family)
     stop = stop or StopSignal()
     cuda = torch.cuda.is_available()
     mixed_precision = effective_mixed_precision(hp.mixed_precision, cuda)
@@ -266,97 +257,83 @@ def train(
     device = accelerator.device
     weight_dtype = HALF.get(mixed_precision, torch.float32)
     lora = hp.training_method == "lora"
-    train_text_encoder = hp.train_text_encoder
     prior = hp.with_prior_preservation
-    unet, text_encoder, vae = parts.unet, parts.text_encoder, parts.vae
 
-    # Which weights learn. LoRA freezes the base and adds adapters (seeded, so resume and reruns match).
-    vae.requires_grad_(False)
-    unet.requires_grad_(not lora)
-    text_encoder.requires_grad_(train_text_encoder and not lora)
+    # Which weights learn: the denoiser (and the text encoder on request), whole or through LoRA adapters
+    # (seeded, so resumes and reruns match); every other module of the pipeline stays frozen.
+    denoiser = model.denoiser
+    text_encoder = model.text_encoder if hp.train_text_encoder else None
+    trained = {model.denoiser_name: denoiser}
+    if text_encoder is not None:
+        trained["text_encoder"] = text_encoder
+    frozen = {
+        name: module
+        for name, module in model.pipeline.components.items()
+        if isinstance(module, torch.nn.Module) and name not in trained
+    }
+    for module in frozen.values():
+        module.requires_grad_(False)
+    for module in trained.values():
+        module.requires_grad_(not lora)
     torch.manual_seed(hp.seed)
     if lora:
-        from peft import LoraConfig
-
-        def lora_config(targets: list[str]) -> LoraConfig:
-            return LoraConfig(
-                r=hp.lora_rank,
-                lora_alpha=hp.effective_lora_alpha,
-                lora_dropout=hp.lora_dropout,
-                init_lora_weights="gaussian",
-                target_modules=targets,
-            )
-
-        unet.add_adapter(lora_config(UNET_LORA_TARGETS))
-        if train_text_encoder:
-            text_encoder.add_adapter(lora_config(TEXT_ENCODER_LORA_TARGETS))
-    attention = configure_attention(unet, hp.attention)
+        alpha = hp.effective_lora_alpha
+        add_lora(denoiser, family.lora_targets, hp.lora_rank, alpha, hp.lora_dropout)
+        if text_encoder is not None:
+            add_lora(text_encoder, family.text_encoder_lora_targets, hp.lora_rank, alpha, hp.lora_dropout)
+    attention = configure_attention(denoiser, hp.attention)
     if hp.gradient_checkpointing:
-        unet.enable_gradient_checkpointing()
-        if train_text_encoder:
+        denoiser.enable_gradient_checkpointing()
+        if text_encoder is not None:
             text_encoder.gradient_checkpointing_enable()
 
-    # Frozen weights in half precision on GPU, trained weights in fp32. Keep fp32 copies of frozen
-    # modules only when the export asks for fp32 and they are about to lose precision.
+    # Frozen weights in half precision on GPU, trained weights in fp32. A full fine-tune exported in fp32
+    # keeps fp32 copies of the frozen modules it exports, which are about to lose precision.
     frozen_fp32: dict[str, dict[str, torch.Tensor]] = {}
-    if weight_dtype != torch.float32 and hp.output_dtype == "fp32":
-        frozen_fp32["vae"] = {k: v.detach().cpu().clone() for k, v in vae.state_dict().items()}
-        if not train_text_encoder:
-            frozen_fp32["text_encoder"] = {
-                k: v.detach().cpu().clone() for k, v in text_encoder.state_dict().items()
-            }
-    place(vae, device, weight_dtype)
-    place(unet, device, weight_dtype if lora else torch.float32)
-    place(text_encoder, device, torch.float32 if (train_text_encoder and not lora) else weight_dtype)
+    if not lora and weight_dtype != torch.float32 and hp.output_dtype == "fp32":
+        for name, module in frozen.items():
+            frozen_fp32[name] = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+    for module in frozen.values():
+        place(module, device, weight_dtype)
+        module.eval()
+    for module in trained.values():
+        place(module, device, weight_dtype if lora else torch.float32)
     if lora:
-        cast_training_params([unet, text_encoder] if train_text_encoder else [unet], dtype=torch.float32)
-    vae.eval()
+        cast_training_params(list(trained.values()), dtype=torch.float32)
 
     # Prompts: each instance image's caption or the instance prompt; class images use the class prompt.
+    # Embeddings and latent distributions are computed once (one tensor per aspect bucket, rows in image
+    # order), unless the text encoder trains or not_cache_latents asks for them per step.
     instance_prompts = [image.caption or hp.instance_prompt for image in instance]
     class_prompts = [hp.class_prompt or ""] * len(class_images)
     unique_prompts = sorted(set(instance_prompts + class_prompts))
-    tokens = parts.tokenizer(
-        unique_prompts,
-        padding="max_length",
-        max_length=parts.tokenizer.model_max_length,
-        truncation=True,
-        return_tensors="pt",
-    ).input_ids.to(device)
     prompt_row = {prompt: row for row, prompt in enumerate(unique_prompts)}
-
-    def encode_prompts(rows: list[int]) -> torch.Tensor:
-        return text_encoder(tokens[rows], return_dict=False)[0]
-
-    cache_text = not train_text_encoder
-    cache_latents = not hp.not_cache_latents
-    scaling = vae.config.scaling_factor
-    shift = getattr(vae.config, "shift_factor", None) or 0.0
     sets = {"instance": instance, "class": class_images}
-    latent_stats: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    shapes = {name: [image.pixels.shape for image in images] for name, images in sets.items()}
+    cache_text = text_encoder is None
+    cache_latents = not hp.not_cache_latents
+    latent_stats: dict[str, dict[tuple[int, ...], tuple[torch.Tensor, torch.Tensor, list[int]]]] = {}
     with torch.no_grad():
-        prompt_embeddings = (
-            encode_prompts(list(range(len(unique_prompts)))).to(weight_dtype) if cache_text else None
-        )
-        if cache_latents:
-            for name, images in sets.items():
+        embeddings = family.encode_prompts(model, unique_prompts, device) if cache_text else None
+        for name, images in sets.items() if cache_latents else ():
+            latent_stats[name] = {}
+            for shape, indices in shape_groups(images).items():
                 means, stds = [], []
-                for start in range(0, len(images), 8):
-                    pixels = to_pixel_batch(images[start : start + 8], device, weight_dtype)
-                    dist = vae.encode(pixels).latent_dist
-                    means.append(dist.mean)
-                    stds.append(dist.std)
-                if means:
-                    latent_stats[name] = (torch.cat(means), torch.cat(stds))
-    if cache_latents:
-        vae.to("cpu")  # done with it: free the device for the UNet
-    if cache_text:
-        text_encoder.to("cpu")
+                for start in range(0, len(indices), 8):
+                    chunk = [images[i] for i in indices[start : start + 8]]
+                    mean, std = family.encode_images(model, to_pixel_batch(chunk, device, weight_dtype))
+                    means.append(mean)
+                    stds.append(std)
+                latent_stats[name][shape] = (torch.cat(means), torch.cat(stds), indices)
+    for name, module in frozen.items():  # done with them: free the device for the denoiser
+        if name != "vae" or cache_latents:
+            module.to("cpu")
     if cuda:
         torch.cuda.empty_cache()
     log.info(
-        "setup: device=%s mixed_precision=%s attention=%s method=%s cached latents=%s cached prompts=%s "
-        "instance images=%d class images=%d",
+        "setup: family=%s device=%s mixed_precision=%s attention=%s method=%s cached latents=%s "
+        "cached prompts=%s instance images=%d class images=%d",
+        model.family,
         device,
         mixed_precision,
         attention,
@@ -368,10 +345,14 @@ def train(
     )
 
     # Optimizer over the trainable weights (text encoder with its own learning rate), schedule, EMA.
-    trained = {"unet": unet, "text_encoder": text_encoder} if train_text_encoder else {"unet": unet}
     params = trainable_parameters(trained)
-    groups = [{"params": [p for n, p in params.items() if n.startswith("unet.")], "lr": hp.learning_rate}]
-    if train_text_encoder:
+    groups = [
+        {
+            "params": [p for n, p in params.items() if n.startswith(f"{model.denoiser_name}.")],
+            "lr": hp.learning_rate,
+        }
+    ]
+    if text_encoder is not None:
         te_params = [p for n, p in params.items() if n.startswith("text_encoder.")]
         groups.append({"params": te_params, "lr": hp.effective_text_encoder_learning_rate})
     optimizer = make_optimizer(groups, hp)
@@ -383,15 +364,11 @@ def train(
         num_cycles=hp.lr_num_cycles,
         power=hp.lr_power,
     )
-    if train_text_encoder:
-        unet, text_encoder, optimizer, lr_scheduler = accelerator.prepare(
-            unet, text_encoder, optimizer, lr_scheduler
-        )
-    else:
-        unet, optimizer, lr_scheduler = accelerator.prepare(unet, optimizer, lr_scheduler)
+    *prepared, optimizer, lr_scheduler = accelerator.prepare(*trained.values(), optimizer, lr_scheduler)
+    denoiser = prepared[0]
     ema = None
     if hp.use_ema and not lora:
-        ema = EMAModel(accelerator.unwrap_model(unet).parameters())
+        ema = EMAModel(accelerator.unwrap_model(denoiser).parameters())
         ema.to(device)
     elif hp.use_ema:
         log.info("use_ema ignored: it applies to full fine-tuning, not LoRA adapters")
@@ -405,7 +382,7 @@ def train(
             modules={name: accelerator.unwrap_model(module) for name, module in trained.items()},
             optimizer=optimizer,
             lr_scheduler=lr_scheduler,
-            fingerprint=checkpoint_fingerprint(hp, parts),
+            fingerprint=checkpoint_fingerprint(hp, model),
             scaler=accelerator.scaler,
             ema=ema,
         )
@@ -416,38 +393,51 @@ def train(
             log.info("resuming at step %d of %d", start_step, hp.max_train_steps)
     save_every = checkpoint_interval(hp, len(instance)) if store is not None else 0
 
-    noise_scheduler = parts.noise_scheduler
-    prediction_type = noise_scheduler.config.prediction_type
-    check_prediction_type(prediction_type)
-    num_timesteps = noise_scheduler.config.num_train_timesteps
-
     def latents_for(name: str, rows: list[int], generator: torch.Generator) -> torch.Tensor:
         if cache_latents:
-            mean, std = latent_stats[name]
-            mean, std = mean[rows], std[rows]
-            sample = mean + std * torch.randn(
-                mean.shape, generator=generator, device=device, dtype=mean.dtype
-            )
+            mean, std, indices = latent_stats[name][shapes[name][rows[0]]]  # a batch is one bucket
+            positions = [indices.index(i) for i in rows]
+            mean, std = mean[positions], std[positions]
         else:
-            pixels = to_pixel_batch([sets[name][i] for i in rows], device, weight_dtype)
             with torch.no_grad():
-                sample = vae.encode(pixels).latent_dist.sample(generator=generator)
-        return (sample.float() - shift) * scaling
+                pixels = to_pixel_batch([sets[name][i] for i in rows], device, weight_dtype)
+                mean, std = family.encode_images(model, pixels)
+        sample = mean + std * torch.randn(mean.shape, generator=generator, device=device, dtype=mean.dtype)
+        return family.model_input(model, sample)
 
-    def micro_batch(micro_step: int, generator: torch.Generator) -> tuple[torch.Tensor, list[str]]:
-        rows = batch_indices(len(instance), hp.train_batch_size, micro_step, hp.seed, stream=0)
-        latents = [latents_for("instance", rows, generator)]
-        prompts = [instance_prompts[i] for i in rows]
+    def micro_batch(micro_step: int, generator: torch.Generator) -> list[tuple[torch.Tensor, list[str]]]:
+        """[(latents, prompts)]: instance (+ class) images as one batch, or two where their shapes differ."""
+        rows = bucket_batch_indices(shapes["instance"], hp.train_batch_size, micro_step, hp.seed, stream=0)
+        groups = [(latents_for("instance", rows, generator), [instance_prompts[i] for i in rows])]
         if prior:
-            class_rows = batch_indices(len(class_images), hp.train_batch_size, micro_step, hp.seed, stream=1)
-            latents.append(latents_for("class", class_rows, generator))
-            prompts += [class_prompts[i] for i in class_rows]
-        return torch.cat(latents), prompts
+            class_rows = bucket_batch_indices(
+                shapes["class"], hp.train_batch_size, micro_step, hp.seed, stream=1
+            )
+            class_group = (
+                latents_for("class", class_rows, generator),
+                [class_prompts[i] for i in class_rows],
+            )
+            if class_group[0].shape[1:] == groups[0][0].shape[1:]:
+                return [(torch.cat([groups[0][0], class_group[0]]), groups[0][1] + class_group[1])]
+            groups.append(class_group)
+        return groups
+
+    def group_loss(
+        latents: torch.Tensor, prompts: list[str], with_prior: bool, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        noise = torch.randn(latents.shape, generator=generator, device=device)
+        batch = family.add_noise(model, latents, noise, generator)
+        if cache_text:
+            conditions = embeddings.rows([prompt_row[p] for p in prompts])
+        else:
+            conditions = family.encode_prompts(model, prompts, device).rows(list(range(len(prompts))))
+        with accelerator.autocast():
+            prediction = family.predict(model, denoiser, batch, conditions)
+        return family.loss(prediction, batch, with_prior, hp.prior_loss_weight)
 
     # --- the loop proper: one iteration per optimizer step --------------------------------------------------
-    unet.train()
-    if train_text_encoder:
-        text_encoder.train()
+    for module in prepared:
+        module.train()
     accumulation = hp.gradient_accumulation_steps
     # total, instance and prior loss, summed on the device: no host sync per step
     interval_losses = torch.zeros(3, device=device)
@@ -461,24 +451,18 @@ def train(
             for micro in range(accumulation):
                 micro_step = global_step * accumulation + micro
                 generator = micro_step_generator(hp.seed, micro_step, device)
-                latents, prompts = micro_batch(micro_step, generator)
-                rows = [prompt_row[p] for p in prompts]
-                noise = torch.randn(latents.shape, generator=generator, device=device)
-                timesteps = torch.randint(
-                    0, num_timesteps, (latents.shape[0],), generator=generator, device=device
-                )
-                noisy_latents = noise_scheduler.add_noise(latents, noise, timesteps)
-                encoder_hidden_states = prompt_embeddings[rows] if cache_text else encode_prompts(rows)
-                model_pred = unet(noisy_latents, timesteps, encoder_hidden_states, return_dict=False)[0]
-                target = training_target(noise_scheduler, prediction_type, latents, noise, timesteps)
-                loss, instance_loss, prior_loss = dreambooth_loss(
-                    model_pred, target, with_prior=prior, prior_loss_weight=hp.prior_loss_weight
-                )
+                groups = micro_batch(micro_step, generator)
+                if len(groups) == 1:
+                    loss, instance_loss, prior_loss = group_loss(*groups[0], prior, generator)
+                else:  # a non-square instance bucket beside square class images: one pass each
+                    instance_loss = group_loss(*groups[0], False, generator)[0]
+                    prior_loss = group_loss(*groups[1], False, generator)[0]
+                    loss = instance_loss + hp.prior_loss_weight * prior_loss
                 accelerator.backward(loss / accumulation)
                 interval_losses += torch.stack([loss, instance_loss, prior_loss]).detach() / accumulation
             if hp.max_grad_norm:
                 accelerator.clip_grad_norm_(list(params.values()), hp.max_grad_norm)
-            if not optimizer_step(accelerator, optimizer, lr_scheduler, ema, unet):
+            if not optimizer_step(accelerator, optimizer, lr_scheduler, ema, denoiser):
                 log.info("step %d: fp16 overflow, the grad scaler skipped the update", global_step + 1)
             global_step += 1
             interval_steps += 1
@@ -521,13 +505,14 @@ def train(
         print(summary, flush=True)
     else:
         log.info("the checkpoint is already at step %d: nothing left to train", global_step)
-    unet = accelerator.unwrap_model(unet)
-    text_encoder = accelerator.unwrap_model(text_encoder)
+    denoiser = accelerator.unwrap_model(denoiser)
     if ema is not None:
-        ema.copy_to(unet.parameters())
+        ema.copy_to(denoiser.parameters())
     return LoopResult(
-        unet=unet,
-        text_encoder=text_encoder,
+        unet=denoiser,
+        text_encoder=accelerator.unwrap_model(prepared[1])
+        if text_encoder is not None
+        else model.text_encoder,
         global_step=global_step,
         resumed_from=start_step,
         final_loss=final_loss,

@@ -1,8 +1,9 @@
 """Sample images of the trained model: `num_samples` renderings of the instance prompt, saved with the model.
 
-They come from the modules training left in memory (base + adapters for LoRA), on the training device and in
-its precision, before the export casts anything: nothing is reloaded from disk. Seeds are fixed (seed + i,
-drawn on the CPU), so sample i of two runs with the same settings starts from the same noise wherever it runs.
+They come from the family's pipeline over the modules training left in memory (base + adapters for LoRA), on
+the training device and in its precision, before the export casts anything: nothing is reloaded from disk.
+Seeds are fixed (seed + i, drawn on the CPU), so sample i of two runs with the same settings starts from the
+same noise wherever it runs.
 A failure fails the job: the notification promises samples, and a silent gap would hide a broken model.
 """
 
@@ -16,9 +17,8 @@ from pathlib import Path
 import torch
 
 from .errors import SampleRenderingError
+from .families.base import FamilyModel, ModelFamily
 from .hyperparameters import TrainingHyperparameters
-from .loop import LoopResult
-from .model_loading import ModelParts, assemble_pipeline
 
 log = logging.getLogger(__name__)
 
@@ -32,16 +32,20 @@ def sample_file(index: int) -> str:
 
 
 def render_samples(
-    parts: ModelParts, result: LoopResult, hp: TrainingHyperparameters, out_dir: Path
+    family: ModelFamily, model: FamilyModel, hp: TrainingHyperparameters, out_dir: Path
 ) -> list[str]:
-    """Render hp.num_samples images into out_dir/samples/; returns their paths relative to out_dir."""
+    """Render hp.num_samples images into out_dir/samples/ with the family's pipeline over the trained modules;
+    returns their paths relative to out_dir."""
 
     if hp.num_samples == 0:
         return []
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
+    modules = [m for m in model.pipeline.components.values() if isinstance(m, torch.nn.Module)]
     # Frozen modules sit in the training's half precision on GPU, trained ones in fp32: autocast bridges them.
-    half = parts.vae.dtype if cuda and parts.vae.dtype in HALF_DTYPES else None
+    # Keyed on the VAE: a family that keeps its VAE in fp32 (SDXL, which overflows in fp16) decodes in fp32.
+    vae_dtype = model.pipeline.vae.dtype
+    half = vae_dtype if cuda and vae_dtype in HALF_DTYPES else None
     autocast = torch.autocast("cuda", dtype=half) if half is not None else contextlib.nullcontext()
     folder = out_dir / SAMPLES_DIR
     folder.mkdir(parents=True, exist_ok=True)
@@ -51,12 +55,9 @@ def render_samples(
         gc.collect()
         torch.cuda.empty_cache()
 
-    unet, text_encoder = result.unet, result.text_encoder
-    unet.eval()  # LoRA dropout off
-    text_encoder.eval()
-    pipe = assemble_pipeline(parts, unet=unet, text_encoder=text_encoder)
-    pipe.to(device)
-    pipe.set_progress_bar_config(disable=True)
+    for module in modules:
+        module.eval()  # LoRA dropout off
+    model.pipeline.to(device)
     log.info(
         "rendering %d sample image(s) of %r: %d steps, guidance %.1f, %dx%d",
         hp.num_samples,
@@ -70,14 +71,14 @@ def render_samples(
     try:
         with torch.inference_mode(), autocast:
             for index in range(hp.num_samples):
-                image = pipe(
+                image = family.render(
+                    model,
                     hp.instance_prompt,
-                    num_inference_steps=hp.sample_inference_steps,
-                    guidance_scale=hp.sample_guidance_scale,
-                    height=hp.resolution,
-                    width=hp.resolution,
-                    generator=torch.Generator(device="cpu").manual_seed(hp.seed + index),
-                ).images[0]
+                    steps=hp.sample_inference_steps,
+                    guidance=hp.sample_guidance_scale,
+                    size=hp.resolution,
+                    seed=hp.seed + index,
+                )
                 relative = sample_file(index)
                 image.save(out_dir / relative, format="PNG")
                 written.append(relative)
@@ -87,7 +88,6 @@ def render_samples(
             f"{type(exc).__name__}: {exc} (no model was written; num_samples=0 skips the samples)"
         ) from exc
     finally:
-        del pipe
         if cuda:
             torch.cuda.empty_cache()
     return written

@@ -1,8 +1,9 @@
 """What every model family provides, and the pieces of math and plumbing they share.
 
-A family turns a base model into: a loaded diffusers pipeline (its modules are what the loop trains), cached
-prompt embeddings, latents from pixels, one training step's noisy input / timesteps / target, the denoiser's
-prediction, sample images, and the exported LoRA files. The loop only talks to this interface.
+A family turns a base model into: a loaded diffusers pipeline (its modules are what the loop trains), prompt
+embeddings, latents from pixels, one training step's noisy input / timesteps / target, the denoiser's
+prediction and loss, sample images, and the exported files. The one training loop (loop.py) and the one job
+(job.py) only talk to this interface; a new family is one module here plus its tiny test model.
 """
 
 from __future__ import annotations
@@ -18,11 +19,14 @@ import torch.nn.functional as F
 
 from ..errors import BaseModelError
 from ..family_table import FamilyDefaults  # noqa: F401  (re-exported: families.FamilyDefaults)
+from ..hyperparameters import TrainingHyperparameters
 from ..model_loading import BaseModelSource
 
 log = logging.getLogger(__name__)
 
 LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"  # diffusers/PEFT naming, read by load_lora_weights
+# What a family's export returns for the training record (plus lora_files: every LoRA file written).
+RECORD_FILE_FIELDS = ("kind", "lora_weight_name", "single_file_name")
 
 
 @dataclass
@@ -37,8 +41,18 @@ class FamilyModel:
     )
 
     @property
+    def denoiser_name(self) -> str:
+        """The pipeline component that denoises (and trains): `unet` or `transformer`."""
+        return "unet" if hasattr(self.pipeline, "unet") else "transformer"
+
+    @property
     def denoiser(self) -> torch.nn.Module:
-        return self.pipeline.unet if hasattr(self.pipeline, "unet") else self.pipeline.transformer
+        return getattr(self.pipeline, self.denoiser_name)
+
+    @property
+    def text_encoder(self) -> torch.nn.Module | None:
+        """The (first) text encoder: the one SD can train."""
+        return getattr(self.pipeline, "text_encoder", None)
 
 
 @dataclass
@@ -71,8 +85,19 @@ class ModelFamily(Protocol):
     name: ClassVar[str]
     pipeline_class_names: ClassVar[tuple[str, ...]]  # model_index.json `_class_name`s that mean this family
     lora_targets: ClassVar[tuple[str, ...]]
+    training_methods: ClassVar[tuple[str, ...]]  # hyperparameter training_method values it trains
+    text_encoder_lora_targets: ClassVar[tuple[str, ...]]  # empty: its text encoders stay frozen (cached)
+    aspect_buckets: ClassVar[bool]  # photos keep their aspect ratio (else: square crops)
 
     def load(self, source: BaseModelSource) -> FamilyModel: ...
+
+    def apply_defaults(self, hp: TrainingHyperparameters) -> tuple[TrainingHyperparameters, list[str]]:
+        """The family's defaults for what the job left out, and a log line per change."""
+        ...
+
+    def check(self, model: FamilyModel, hp: TrainingHyperparameters) -> None:
+        """Refuse, before any work, what this base model cannot train (beyond rules.check_family_job)."""
+        ...
 
     def encode_prompts(
         self, model: FamilyModel, prompts: list[str], device: torch.device
@@ -104,8 +129,10 @@ class ModelFamily(Protocol):
         self, model: FamilyModel, prompt: str, *, steps: int, guidance: float, size: int, seed: int
     ) -> Any: ...
 
-    def export_lora(self, model: FamilyModel, out_dir: Path, file_stem: str, dtype: torch.dtype) -> list[str]:
-        """Write the trained adapter as the diffusers/PEFT file and the ComfyUI/WebUI file; their names."""
+    def export(
+        self, model: FamilyModel, result: Any, hp: TrainingHyperparameters, out_dir: Path
+    ) -> dict[str, Any]:
+        """Write the trained model into out_dir; the record's file fields (RECORD_FILE_FIELDS, lora_files)."""
         ...
 
 
@@ -176,18 +203,22 @@ def flow_matching_loss(
     return instance + prior_loss_weight * prior_loss, instance, prior_loss
 
 
-def mse_loss(
-    prediction: torch.Tensor, target: torch.Tensor, prior: bool, prior_loss_weight: float
+def dreambooth_loss(
+    model_pred: torch.Tensor, target: torch.Tensor, *, with_prior: bool, prior_loss_weight: float
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The SD loop's loss: plain MSE, instance and class halves separately under prior preservation."""
-    if not prior:
-        loss = F.mse_loss(prediction.float(), target.float())
-        return loss, loss, torch.zeros((), device=loss.device)
-    pred_i, pred_c = prediction.float().chunk(2)
-    target_i, target_c = target.float().chunk(2)
-    instance = F.mse_loss(pred_i, target_i)
-    prior_loss = F.mse_loss(pred_c, target_c)
-    return instance + prior_loss_weight * prior_loss, instance, prior_loss
+    """(loss, instance loss, prior loss) of one micro-batch, in fp32 (the DDPM families' loss).
+
+    With prior preservation the batch is the instance images followed by as many class images:
+    loss = MSE(instance half) + prior_loss_weight * MSE(class half).
+    """
+    if with_prior:
+        pred_instance, pred_class = model_pred.float().chunk(2)
+        target_instance, target_class = target.float().chunk(2)
+        instance_loss = F.mse_loss(pred_instance, target_instance)
+        prior_loss = F.mse_loss(pred_class, target_class)
+        return instance_loss + prior_loss_weight * prior_loss, instance_loss, prior_loss
+    loss = F.mse_loss(model_pred.float(), target.float())
+    return loss, loss, torch.zeros((), device=loss.device)
 
 
 # --- shared plumbing --------------------------------------------------------------------------------------
@@ -223,13 +254,13 @@ def load_pipeline(pipeline_class: Any, source: BaseModelSource, denoiser_class: 
 
 
 def add_lora(
-    denoiser: torch.nn.Module, targets: tuple[str, ...], rank: int, alpha: int, dropout: float = 0.0
+    module: torch.nn.Module, targets: tuple[str, ...], rank: int, alpha: float, dropout: float = 0.0
 ) -> None:
-    """A seeded-init LoRA adapter on the frozen denoiser (the caller seeds torch first)."""
+    """A seeded-init LoRA adapter on a frozen denoiser or text encoder (the caller seeds torch first)."""
     from peft import LoraConfig
 
-    denoiser.requires_grad_(False)
-    denoiser.add_adapter(
+    module.requires_grad_(False)
+    module.add_adapter(
         LoraConfig(
             r=rank,
             lora_alpha=alpha,
@@ -300,3 +331,15 @@ def render_image(
             generator=torch.Generator(device="cpu").manual_seed(seed),
             **extra,
         ).images[0]
+
+
+def export_lora_record(
+    family: Any, model: FamilyModel, hp: TrainingHyperparameters, out_dir: Path
+) -> dict[str, Any]:
+    """A LoRA-only family's export: its two files (family.export_lora) and the record's file fields."""
+    from ..export import OUTPUT_DTYPES  # export imports the loop, which imports this module
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = family.export_lora(model, out_dir, hp.model_name, OUTPUT_DTYPES[hp.output_dtype])
+    log.info("%s LoRA written to %s: %s", model.family, out_dir, ", ".join(files))
+    return {"kind": "lora", "lora_weight_name": files[0], "single_file_name": None, "lora_files": files}

@@ -1,8 +1,8 @@
 """Aspect-ratio buckets: photos keep their shape instead of being cropped square.
 
 Each photo is resized to cover the bucket nearest its aspect ratio (about resolution² pixels, sides a multiple
-of `step`) and centre-cropped by the small overflow. A batch holds images of one bucket only; which batch a
-step gets still depends only on (seed, step), so resumed runs replay the same batches.
+of `step`) and centre-cropped by the small overflow. The loop's batches hold images of one bucket only
+(loop.bucket_batch_indices); which batch a step gets still depends only on (seed, step).
 """
 
 from __future__ import annotations
@@ -12,8 +12,6 @@ from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image
-
-from ..loop import _epoch_order, batch_indices
 
 
 def bucket_step(resolution: int, multiple: int) -> int:
@@ -47,19 +45,3 @@ def fit_to_bucket(image: Image.Image, bucket: tuple[int, int]) -> np.ndarray:
     image = image.resize(size, Image.Resampling.BICUBIC)
     left, top = (size[0] - width) // 2, (size[1] - height) // 2
     return np.asarray(image.crop((left, top, left + width, top + height)), dtype=np.uint8).copy()
-
-
-def bucket_batch_indices(
-    shapes: Sequence[tuple[int, ...]], batch_size: int, micro_step: int, seed: int, stream: int
-) -> list[int]:
-    """A batch of one bucket. One bucket: exactly the loop's batch_indices. Several: the image at this
-    step's place in the seeded epoch order, then the next images of its bucket in that order (cyclically)."""
-    n = len(shapes)
-    if len(set(shapes)) == 1:
-        return batch_indices(n, batch_size, micro_step, seed, stream)
-    position = micro_step * batch_size
-    order = [int(i) for i in _epoch_order(seed, stream, position // n, n)]
-    start = position % n
-    anchor = order[start]
-    same = [i for i in order[start:] + order[:start] if shapes[i] == shapes[anchor]]
-    return [same[k % len(same)] for k in range(batch_size)]

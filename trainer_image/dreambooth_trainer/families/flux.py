@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from ..hyperparameters import TrainingHyperparameters
 from ..model_loading import BaseModelSource
 from .base import (
     LORA_WEIGHT_NAME,
@@ -24,6 +25,7 @@ from .base import (
     PromptEmbeddings,
     adapter_state,
     comfyui_lora_state,
+    export_lora_record,
     flow_matching_loss,
     flow_matching_pair,
     load_pipeline,
@@ -32,6 +34,7 @@ from .base import (
     sample_flow_timesteps,
     save_safetensors,
 )
+from .rules import apply_family_defaults, check_gpu_precision
 from .sd import vae_latent_stats, vae_model_input
 
 # The reference script's default: attention projections of both block kinds (the single blocks' to_out is
@@ -52,6 +55,9 @@ class FluxFamily:
     name: ClassVar[str] = "flux"
     pipeline_class_names: ClassVar[tuple[str, ...]] = ("FluxPipeline",)
     lora_targets: ClassVar[tuple[str, ...]] = FLUX_LORA_TARGETS
+    training_methods: ClassVar[tuple[str, ...]] = ("lora",)
+    text_encoder_lora_targets: ClassVar[tuple[str, ...]] = ()
+    aspect_buckets: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -74,6 +80,17 @@ class FluxFamily:
         pipe = load_pipeline(FluxPipeline, source, FluxTransformer2DModel)
         scheduler = FlowMatchEulerDiscreteScheduler.from_config(pipe.scheduler.config)
         return FamilyModel(self.name, pipe, source, scheduler)
+
+    def apply_defaults(self, hp: TrainingHyperparameters) -> tuple[TrainingHyperparameters, list[str]]:
+        return apply_family_defaults(hp, self.name)
+
+    def check(self, model: FamilyModel, hp: TrainingHyperparameters) -> None:
+        check_gpu_precision(self.name, hp)
+
+    def export(
+        self, model: FamilyModel, result: Any, hp: TrainingHyperparameters, out_dir: Path
+    ) -> dict[str, Any]:
+        return export_lora_record(self, model, hp, out_dir)
 
     def encode_prompts(
         self, model: FamilyModel, prompts: list[str], device: torch.device

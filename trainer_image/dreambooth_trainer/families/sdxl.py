@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from ..hyperparameters import TrainingHyperparameters
 from ..model_loading import BaseModelSource
 from .base import (
     LORA_WEIGHT_NAME,
@@ -20,13 +21,15 @@ from .base import (
     NoisedBatch,
     PromptEmbeddings,
     adapter_state,
+    dreambooth_loss,
+    export_lora_record,
     load_pipeline,
     lora_alpha_of,
-    mse_loss,
     render_image,
     save_safetensors,
 )
-from .sd import UNET_LORA_TARGETS, ddpm_noised, vae_model_input
+from .rules import apply_family_defaults
+from .sd import UNET_LORA_TARGETS, check_prediction_type, ddpm_noised, vae_model_input
 
 
 def sdxl_time_ids(
@@ -52,12 +55,26 @@ class StableDiffusionXLFamily:
     name: ClassVar[str] = "sdxl"
     pipeline_class_names: ClassVar[tuple[str, ...]] = ("StableDiffusionXLPipeline",)
     lora_targets: ClassVar[tuple[str, ...]] = UNET_LORA_TARGETS
+    training_methods: ClassVar[tuple[str, ...]] = ("lora",)
+    text_encoder_lora_targets: ClassVar[tuple[str, ...]] = ()
+    aspect_buckets: ClassVar[bool] = True
 
     def load(self, source: BaseModelSource) -> FamilyModel:
         from diffusers import DDPMScheduler, StableDiffusionXLPipeline
 
         pipe = load_pipeline(StableDiffusionXLPipeline, source)
         return FamilyModel(self.name, pipe, source, DDPMScheduler.from_config(pipe.scheduler.config))
+
+    def apply_defaults(self, hp: TrainingHyperparameters) -> tuple[TrainingHyperparameters, list[str]]:
+        return apply_family_defaults(hp, self.name)
+
+    def check(self, model: FamilyModel, hp: TrainingHyperparameters) -> None:
+        check_prediction_type(model.training_scheduler.config.prediction_type)
+
+    def export(
+        self, model: FamilyModel, result: Any, hp: TrainingHyperparameters, out_dir: Path
+    ) -> dict[str, Any]:
+        return export_lora_record(self, model, hp, out_dir)
 
     def encode_prompts(
         self, model: FamilyModel, prompts: list[str], device: torch.device
@@ -101,7 +118,9 @@ class StableDiffusionXLFamily:
     def loss(
         self, prediction: torch.Tensor, batch: NoisedBatch, prior: bool, prior_loss_weight: float
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return mse_loss(prediction, batch.target, prior, prior_loss_weight)
+        return dreambooth_loss(
+            prediction, batch.target, with_prior=prior, prior_loss_weight=prior_loss_weight
+        )
 
     def render(
         self, model: FamilyModel, prompt: str, *, steps: int, guidance: float, size: int, seed: int

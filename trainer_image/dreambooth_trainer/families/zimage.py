@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from ..hyperparameters import TrainingHyperparameters
 from ..model_loading import BaseModelSource
 from .base import (
     LORA_WEIGHT_NAME,
@@ -29,6 +30,7 @@ from .base import (
     PromptEmbeddings,
     adapter_state,
     comfyui_lora_state,
+    export_lora_record,
     flow_matching_loss,
     flow_matching_pair,
     load_pipeline,
@@ -37,6 +39,7 @@ from .base import (
     sample_flow_timesteps,
     save_safetensors,
 )
+from .rules import apply_family_defaults, check_gpu_precision
 from .sd import vae_latent_stats, vae_model_input
 
 ZIMAGE_LORA_TARGETS = ("to_k", "to_q", "to_v", "to_out.0")  # the reference script's default
@@ -46,6 +49,9 @@ class ZImageFamily:
     name: ClassVar[str] = "zimage"
     pipeline_class_names: ClassVar[tuple[str, ...]] = ("ZImagePipeline",)
     lora_targets: ClassVar[tuple[str, ...]] = ZIMAGE_LORA_TARGETS
+    training_methods: ClassVar[tuple[str, ...]] = ("lora",)
+    text_encoder_lora_targets: ClassVar[tuple[str, ...]] = ()
+    aspect_buckets: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -66,6 +72,17 @@ class ZImageFamily:
         pipe = load_pipeline(ZImagePipeline, source, ZImageTransformer2DModel)
         scheduler = FlowMatchEulerDiscreteScheduler.from_config(pipe.scheduler.config)
         return FamilyModel(self.name, pipe, source, scheduler)
+
+    def apply_defaults(self, hp: TrainingHyperparameters) -> tuple[TrainingHyperparameters, list[str]]:
+        return apply_family_defaults(hp, self.name)
+
+    def check(self, model: FamilyModel, hp: TrainingHyperparameters) -> None:
+        check_gpu_precision(self.name, hp)
+
+    def export(
+        self, model: FamilyModel, result: Any, hp: TrainingHyperparameters, out_dir: Path
+    ) -> dict[str, Any]:
+        return export_lora_record(self, model, hp, out_dir)
 
     def encode_prompts(
         self, model: FamilyModel, prompts: list[str], device: torch.device

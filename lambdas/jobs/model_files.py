@@ -104,8 +104,19 @@ def describe_model_files(
             return parent != "."
         return parent == diffusers_dir or parent.startswith(f"{diffusers_dir}/")
 
+    record = record or {}
+    named = record.get("lora_files") or (manifest or {}).get("lora_files") or []
+    lora_files = [k for name in named if isinstance(name, str) for k in relative if k == name]
+    if not lora_files and lora:
+        lora_files = [lora]
+    family = record.get("family") or (manifest or {}).get("family")
     checkpoint = next(
-        (k for k in relative if k.endswith(WEIGHT_SUFFIXES) and k != lora and not in_diffusers(k)), None
+        (
+            k
+            for k in relative
+            if k.endswith(WEIGHT_SUFFIXES) and k != lora and k not in lora_files and not in_diffusers(k)
+        ),
+        None,
     )
     samples = tuple(
         k
@@ -120,12 +131,6 @@ def describe_model_files(
             return prefix_uri if key == "." else f"{prefix_uri}{key}/"
         return f"{prefix_uri}{key}"
 
-    record = record or {}
-    named = record.get("lora_files") or (manifest or {}).get("lora_files") or []
-    lora_files = [k for name in named if isinstance(name, str) for k in relative if k == name]
-    if not lora_files and lora:
-        lora_files = [lora]
-    family = record.get("family") or (manifest or {}).get("family")
     return ModelFiles(
         prefix_uri=prefix_uri,
         manifest_found=manifest is not None,

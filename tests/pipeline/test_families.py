@@ -97,6 +97,7 @@ def test_an_sdxl_job_trains_lora_on_its_familys_instance_and_skips_photos_under_
         prefix + "model-lora.safetensors",
     ]
     assert payload["model"]["lora"] == prefix + "pytorch_lora_weights.safetensors"
+    assert payload["model"]["checkpoint"] is None  # the ComfyUI/WebUI LoRA is no single-file checkpoint
 
 
 def test_flux1_dev_on_a_t4_is_refused_at_validation_before_any_training_job(aws, subscriber, no_runner):

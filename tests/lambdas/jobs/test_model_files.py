@@ -89,6 +89,7 @@ def test_the_training_record_names_the_family_and_every_lora_file():
         f"{PREFIX}rex-lora.safetensors",
     )
     assert model.as_dict()["lora_files"] == list(model.lora_files) and model.as_dict()["family"] == "sdxl"
+    assert model.checkpoint is None  # the ComfyUI/WebUI LoRA file is no single-file checkpoint
 
 
 def test_without_a_record_the_one_lora_file_stands_and_no_family_is_invented():

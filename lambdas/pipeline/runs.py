@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from dreambooth_trainer.hyperparameters import parse_hyperparameters
@@ -86,6 +87,9 @@ def finish_succeeded(state: dict[str, Any], settings: PipelineSettings) -> dict[
     record = parse_manifest(_read_or_none(bucket, prefix + s3_layout.TRAINING_RECORD_FILENAME))
     model = describe_model_files(prefix_uri, manifest, listed, complete=complete, record=record)
     facts = _facts(state, settings, described)
+    if facts.max_train_steps is None and isinstance((record or {}).get("steps"), int):
+        # The job left the steps to the trainer (family default, subject_type): its record says how many.
+        facts = replace(facts, max_train_steps=record["steps"])
     message = notification.success(facts, model)
     JobsTable(settings.table_name).record_run(
         job_name,

@@ -31,7 +31,7 @@ def family_trainer(aws, family: str):
     def run(job):
         bucket, prefix = s3_layout.split_s3_uri(job.model_output_s3_uri)
         lora_files = ["pytorch_lora_weights.safetensors", "model-lora.safetensors"]
-        record = {"kind": "lora", "family": family, "lora_files": lora_files}
+        record = {"kind": "lora", "family": family, "lora_files": lora_files, "steps": 500}
         files = {name: b"weights" for name in lora_files}
         files["samples/sample-00.png"] = b"png"
         files["dreambooth.json"] = json.dumps(record).encode()
@@ -83,6 +83,7 @@ def test_an_sdxl_job_trains_lora_on_its_familys_instance_and_skips_photos_under_
     (message,) = subscriber.messages("xl dog")
     payload = message["payload"]
     assert payload["training"]["images"] == 3
+    assert payload["training"]["max_train_steps"] == 500  # the trainer's SDXL default, from its record
     assert payload["training"]["skipped"] == [
         {
             "file": "small.jpg",

@@ -12,7 +12,7 @@ export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20,22,24
 export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 export CDK_DISABLE_CLI_TELEMETRY := true
 
-.PHONY: setup demo test lint synth clean checkov-venv
+.PHONY: setup demo test lint synth clean checkov-venv gpu-bench gpu-bundle
 
 setup: $(VENV)/.installed node_modules/.installed
 
@@ -52,6 +52,16 @@ test: lint
 
 synth: setup
 	npx cdk synth --quiet
+
+# The GPU benchmark (dreambooth_trainer.bench): SD 1.5-shaped random weights per preset and a naive
+# baseline, one JSON table. Without CUDA it runs the tiny model (proves the path, measures nothing on a GPU).
+# On the GPU machine, which reaches no registry: `bash trainer_image/gpu_bench.sh` (needs .whl/ below).
+gpu-bench: setup
+	OMP_NUM_THREADS=1 $(BIN)/python -m dreambooth_trainer.bench
+
+# The wheels the GPU machine lacks (diffusers, pydantic, bitsandbytes, ...), for its Python 3.12, into .whl/.
+gpu-bundle: setup
+	$(BIN)/python -m dreambooth_trainer.gpu_bundle --dest .whl --python-version 3.12
 
 clean:
 	rm -rf cdk.out local-output .pytest_cache .ruff_cache $(CHECKOV_VENV)

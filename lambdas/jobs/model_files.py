@@ -18,6 +18,7 @@ from typing import Any
 from lambdas.jobs import s3_layout
 
 WEIGHT_SUFFIXES = (".safetensors", ".ckpt")
+KOHYA_LORA_SUFFIX = "-lora.safetensors"  # the trainer's <model_name>-lora.safetensors
 DIFFUSERS_INDEX = "model_index.json"
 SAMPLE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 # SageMaker's own tarball under S3OutputPath (it holds only the manifest): not something to load.
@@ -32,6 +33,7 @@ class ModelFiles:
     diffusers_folder: str | None = None
     checkpoint: str | None = None
     lora: str | None = None
+    kohya_lora: str | None = None  # the same LoRA in kohya naming (AUTOMATIC1111, Forge, ComfyUI)
     samples: tuple[str, ...] = ()
     files: tuple[str, ...] = ()
     total_bytes: int | None = None
@@ -49,6 +51,7 @@ class ModelFiles:
             "diffusers_folder": self.diffusers_folder,
             "checkpoint": self.checkpoint,
             "lora": self.lora,
+            "kohya_lora": self.kohya_lora,
             "lora_files": list(self.lora_files),
             "family": self.family,
             "samples": list(self.samples),
@@ -93,7 +96,12 @@ def describe_model_files(
     lora_name = (manifest or {}).get("lora_weight_name")
     lora = next((k for k in relative if lora_name and PurePosixPath(k).name == lora_name), None)
     if lora is None:
-        lora = next((k for k in relative if k.endswith(WEIGHT_SUFFIXES) and "lora" in k.lower()), None)
+        loras = [k for k in relative if k.endswith(WEIGHT_SUFFIXES) and "lora" in k.lower()]
+        lora = next((k for k in loras if not k.endswith(KOHYA_LORA_SUFFIX)), loras[0] if loras else None)
+    kohya_name = (manifest or {}).get("kohya_lora_name")
+    kohya = next((k for k in relative if kohya_name and PurePosixPath(k).name == kohya_name), None)
+    if kohya is None:
+        kohya = next((k for k in relative if k.endswith(KOHYA_LORA_SUFFIX) and k != lora), None)
 
     def in_diffusers(key: str) -> bool:
         """Component weights (unet/, vae/, ...) of the diffusers folder are not a single-file checkpoint."""
@@ -114,7 +122,7 @@ def describe_model_files(
         (
             k
             for k in relative
-            if k.endswith(WEIGHT_SUFFIXES) and k != lora and k not in lora_files and not in_diffusers(k)
+            if k.endswith(WEIGHT_SUFFIXES) and k not in (lora, kohya, *lora_files) and not in_diffusers(k)
         ),
         None,
     )
@@ -138,6 +146,7 @@ def describe_model_files(
         diffusers_folder=uri(diffusers_dir, folder=True),
         checkpoint=uri(checkpoint),
         lora=uri(lora),
+        kohya_lora=uri(kohya),
         samples=tuple(uri(k) for k in samples),
         files=tuple(relative),
         total_bytes=total if isinstance(total, int) else None,

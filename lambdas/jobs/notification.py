@@ -66,13 +66,16 @@ class Notification:
 def success(facts: RunFacts, model: ModelFiles) -> Notification:
     lines = [f'Your DreamBooth model "{facts.job_name}" is ready.', ""]
     family = model.family or facts.family
-    lora_rows = [("LoRA", uri) for uri in model.lora_files] or [("LoRA", model.lora)]
+    # Every LoRA file the family wrote, each named once (the two usual ones have their own rows).
+    lora_rows = [("LoRA", uri) for uri in model.lora_files if uri not in (model.lora, model.kohya_lora)]
     lines += _labelled(
         [
             ("Model", model.prefix_uri),
             ("Family", family_label(family) if family else None),
             ("Diffusers", model.diffusers_folder),
             ("Checkpoint", model.checkpoint),
+            ("LoRA", model.lora),
+            ("WebUI LoRA", model.kohya_lora),
             *lora_rows,
             (
                 "Samples",

@@ -80,7 +80,10 @@ def test_single_file_is_optional_and_never_written_for_lora(new_job) -> None:
 
     lora = new_job({"training_method": "lora", "num_samples": "0", "max_train_steps": "1"})
     assert lora.run() == 0
-    assert [p.name for p in lora.model_dir.glob("*.safetensors")] == ["pytorch_lora_weights.safetensors"]
+    assert sorted(p.name for p in lora.model_dir.glob("*.safetensors")) == [
+        "dreambooth-model-lora.safetensors",  # the kohya-named LoRA, not a single-file checkpoint
+        "pytorch_lora_weights.safetensors",
+    ]
 
 
 def test_sd2_shaped_model_is_written_in_the_open_clip_layout(tmp_path: Path) -> None:

@@ -113,10 +113,12 @@ def test_training_job_uploads_through_aws_endpoint_url(
     assert manifest["model_name"] == "sks-dog" and manifest["job_name"] == "test-job"
     assert {entry["key"] for entry in manifest["files"]} == {
         "pytorch_lora_weights.safetensors",
+        "sks-dog-lora.safetensors",
         "dreambooth.json",
         "samples/sample-0.png",
     }
     assert manifest["samples"] == ["samples/sample-0.png"] and manifest["single_file_name"] is None
+    assert manifest["kohya_lora_name"] == "sks-dog-lora.safetensors"
     # /opt/ml/model keeps only the small pointers, so model.tar.gz stays tiny.
     assert sorted(p.name for p in job.model_dir.iterdir()) == ["dreambooth.json", MANIFEST_NAME]
     assert json.loads((job.model_dir / MANIFEST_NAME).read_text()) == manifest

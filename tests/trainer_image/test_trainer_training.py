@@ -102,6 +102,7 @@ def test_lora_exports_a_file_that_load_lora_weights_loads(new_job, tiny_model) -
     )
     assert job.run() == 0
     assert sorted(p.name for p in job.model_dir.iterdir()) == [
+        "dreambooth-model-lora.safetensors",
         "dreambooth.json",
         "pytorch_lora_weights.safetensors",
         "samples",

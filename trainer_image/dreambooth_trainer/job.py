@@ -199,6 +199,7 @@ def publish(out_dir: Path, hp: TrainingHyperparameters, record: dict[str, Any]) 
         "base_model": record["base_model"],
         "lora_weight_name": record["lora_weight_name"],
         "lora_files": record["lora_files"],
+        "kohya_lora_name": record.get("kohya_lora_name"),
         "single_file_name": record["single_file_name"],
         "samples": record["samples"],
     }

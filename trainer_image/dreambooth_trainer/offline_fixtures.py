@@ -1,8 +1,8 @@
 """A tiny Stable Diffusion with random weights, synthetic subject photos, and a single-file export.
 
 Nothing here downloads: tests and the project's local demo build a ~2 M-parameter SD 1.x-shaped (sd2=True:
-SD 2.x-shaped) model in a second. Usage: `python -m dreambooth_trainer.offline_fixtures OUT_DIR` writes
-OUT_DIR/tiny-sd and OUT_DIR/images.
+SD 2.x-shaped) model in a second; the GPU benchmark builds SD 1.5's full architecture (sd15_configs).
+Usage: `python -m dreambooth_trainer.offline_fixtures OUT_DIR` writes OUT_DIR/tiny-sd and OUT_DIR/images.
 """
 
 from __future__ import annotations
@@ -51,6 +51,113 @@ def write_byte_level_clip_tokenizer(folder: Path, model_max_length: int = 77) ->
     return len(tokens)
 
 
+def tiny_configs(*, sd2: bool = False) -> dict[str, dict]:
+    """UNet/VAE/CLIP-text configs of the ~2 M-parameter test model (sd2: SD 2.x-shaped)."""
+    return {
+        "unet": {
+            "block_out_channels": (32, 64),
+            "layers_per_block": 2,
+            "sample_size": 32,
+            "in_channels": 4,
+            "out_channels": 4,
+            "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D"),
+            "up_block_types": ("CrossAttnUpBlock2D", "UpBlock2D"),
+            "cross_attention_dim": 32,
+            "attention_head_dim": (2, 4) if sd2 else 8,
+            "use_linear_projection": sd2,
+        },
+        "vae": {
+            "block_out_channels": (32, 64),
+            "in_channels": 3,
+            "out_channels": 3,
+            "down_block_types": ("DownEncoderBlock2D", "DownEncoderBlock2D"),
+            "up_block_types": ("UpDecoderBlock2D", "UpDecoderBlock2D"),
+            "latent_channels": 4,
+            "sample_size": 64,
+        },
+        "text_encoder": {
+            "hidden_size": 32,
+            "intermediate_size": 37,
+            "num_attention_heads": 4,
+            "num_hidden_layers": 5,
+            "hidden_act": "gelu" if sd2 else "quick_gelu",
+            "max_position_embeddings": 77,
+            "projection_dim": 32,
+        },
+    }
+
+
+def sd15_configs() -> dict[str, dict]:
+    """Stable Diffusion 1.5's architecture (the unet/, vae/ and text_encoder/ configs of
+    stable-diffusion-v1-5, whose text encoder is CLIP ViT-L/14's): UNet 859.5 M, VAE 83.7 M, CLIP text
+    123.1 M parameters. Random weights of this shape measure speed and memory like the real model."""
+    return {
+        "unet": {
+            "act_fn": "silu",
+            "attention_head_dim": 8,
+            "block_out_channels": (320, 640, 1280, 1280),
+            "center_input_sample": False,
+            "cross_attention_dim": 768,
+            "down_block_types": ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+            "downsample_padding": 1,
+            "flip_sin_to_cos": True,
+            "freq_shift": 0,
+            "in_channels": 4,
+            "layers_per_block": 2,
+            "mid_block_scale_factor": 1,
+            "norm_eps": 1e-05,
+            "norm_num_groups": 32,
+            "out_channels": 4,
+            "sample_size": 64,
+            "up_block_types": ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+        },
+        "vae": {
+            "act_fn": "silu",
+            "block_out_channels": (128, 256, 512, 512),
+            "down_block_types": ("DownEncoderBlock2D",) * 4,
+            "in_channels": 3,
+            "latent_channels": 4,
+            "layers_per_block": 2,
+            "norm_num_groups": 32,
+            "out_channels": 3,
+            "sample_size": 512,
+            "up_block_types": ("UpDecoderBlock2D",) * 4,
+        },
+        "text_encoder": {
+            "hidden_size": 768,
+            "intermediate_size": 3072,
+            "num_attention_heads": 12,
+            "num_hidden_layers": 12,
+            "hidden_act": "quick_gelu",
+            "max_position_embeddings": 77,
+            "projection_dim": 768,
+            "layer_norm_eps": 1e-05,
+            "vocab_size": 49408,  # CLIP's BPE vocabulary; the byte-level test tokenizer uses its first ids
+        },
+    }
+
+
+ARCHITECTURES = {"tiny": tiny_configs, "sd15": sd15_configs}
+
+
+def build_modules(configs: dict[str, dict], vocab_size: int) -> tuple:
+    """(unet, vae, text_encoder) with random weights from configs, on the current default device."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    unet = UNet2DConditionModel(**configs["unet"])
+    vae = AutoencoderKL(**configs["vae"])
+    text = {"vocab_size": vocab_size, **configs["text_encoder"]}
+    # the test tokenizer's specials are its last two ids (CLIP's real ones are past its vocabulary)
+    specials = {
+        "bos_token_id": vocab_size - 2,
+        "eos_token_id": vocab_size - 1,
+        "pad_token_id": vocab_size - 1,
+    }
+    text_encoder = CLIPTextModel(CLIPTextConfig(**text, **specials))
+    return unet, vae, text_encoder
+
+
 def build_tiny_base_model(
     path: str | Path, *, prediction_type: str = "epsilon", seed: int = 0, sd2: bool = False
 ) -> Path:
@@ -58,51 +165,23 @@ def build_tiny_base_model(
 
     sd2: shaped like SD 2.x instead: an OpenCLIP-style text encoder (gelu) and linear attention projections.
     """
+    return build_base_model(path, tiny_configs(sd2=sd2), prediction_type=prediction_type, seed=seed)
+
+
+def build_base_model(
+    path: str | Path, configs: dict[str, dict], *, prediction_type: str = "epsilon", seed: int = 0
+) -> Path:
+    """A diffusers SD folder with random weights of the given architecture (tiny_configs, sd15_configs)."""
     import torch
-    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from diffusers import PNDMScheduler, StableDiffusionPipeline
+    from transformers import CLIPTokenizer
 
     path = Path(path)
     tokenizer_dir = path / "tokenizer"
     vocab_size = write_byte_level_clip_tokenizer(tokenizer_dir)
     tokenizer = CLIPTokenizer.from_pretrained(tokenizer_dir)
     torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
-        block_out_channels=(32, 64),
-        layers_per_block=2,
-        sample_size=32,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=32,
-        attention_head_dim=(2, 4) if sd2 else 8,
-        use_linear_projection=sd2,
-    )
-    vae = AutoencoderKL(
-        block_out_channels=(32, 64),
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-        latent_channels=4,
-        sample_size=64,
-    )
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=vocab_size,
-            hidden_size=32,
-            intermediate_size=37,
-            num_attention_heads=4,
-            num_hidden_layers=5,
-            hidden_act="gelu" if sd2 else "quick_gelu",
-            max_position_embeddings=77,
-            projection_dim=32,
-            bos_token_id=vocab_size - 2,
-            eos_token_id=vocab_size - 1,
-            pad_token_id=vocab_size - 1,
-        )
-    )
+    unet, vae, text_encoder = build_modules(configs, vocab_size)
     scheduler = PNDMScheduler(
         beta_start=0.00085,
         beta_end=0.012,

@@ -15,7 +15,8 @@ INTAKE = "lambdas.handlers.upload_events.handler"
 
 @pytest.fixture(scope="module")
 def aws():
-    with LocalAws(synthesize(FAST_CONTEXT)) as emulator:
+    # A quiet period long enough that no batch seals while a test looks at it, however loaded the machine.
+    with LocalAws(synthesize({**FAST_CONTEXT, "default_quiet_period_seconds": 120})) as emulator:
         yield emulator
 
 

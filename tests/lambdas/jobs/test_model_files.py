@@ -51,6 +51,24 @@ def test_a_lora_run_names_the_weight_file_from_the_manifest():
     assert files.checkpoint is None and files.diffusers_folder is None
 
 
+def test_a_lora_run_names_the_kohya_file_too_and_never_as_a_checkpoint():
+    keys = ("pytorch_lora_weights.safetensors", "aardvark-lora.safetensors", "dreambooth.json")
+    named = describe_model_files(
+        PREFIX,
+        manifest(
+            *keys,
+            lora_weight_name="pytorch_lora_weights.safetensors",
+            kohya_lora_name="aardvark-lora.safetensors",
+        ),
+    )
+    listed = describe_model_files(PREFIX, None, list(keys))
+    for files in (named, listed):
+        assert files.lora == PREFIX + "pytorch_lora_weights.safetensors"
+        assert files.kohya_lora == PREFIX + "aardvark-lora.safetensors"
+        assert files.checkpoint is None
+        assert files.as_dict()["kohya_lora"] == PREFIX + "aardvark-lora.safetensors"
+
+
 def test_without_a_manifest_the_listing_stands_in_and_sagemaker_output_is_left_out():
     listed = ["model_index.json", "unet/w.safetensors", "rex-r1/output/model.tar.gz", "manifest.json"]
     files = describe_model_files(PREFIX, None, listed)

@@ -148,7 +148,7 @@ def test_a_family_lora_mail_names_the_family_and_each_lora_file():
     message = notification.success(FACTS, model)
     assert "Family:     flux (FLUX.1)" in message.text
     assert f"LoRA:       {PREFIX}pytorch_lora_weights.safetensors" in message.text
-    assert f"LoRA:       {PREFIX}my-dog-lora.safetensors" in message.text
+    assert f"WebUI LoRA: {PREFIX}my-dog-lora.safetensors" in message.text
     assert message.payload["model"]["family"] == "flux"
     assert message.payload["model"]["lora_files"] == [
         f"{PREFIX}pytorch_lora_weights.safetensors",

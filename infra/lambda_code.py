@@ -17,8 +17,16 @@ from aws_cdk import aws_lambda as lambda_
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TRAINER_PACKAGE = REPO_ROOT / "trainer_image" / "dreambooth_trainer"
 # The trainer's modules the Lambdas import: no torch (image_files needs Pillow: the validation
-# Lambda's layer, infra/functions.py).
-TRAINER_MODULES = ("__init__.py", "hyperparameters.py", "image_files.py", "metrics.py")
+# Lambda's layer, infra/functions.py). family_table is the one table of model families and aliases;
+# subject_defaults says what subject_type decides (prior preservation, class prompt).
+TRAINER_MODULES = (
+    "__init__.py",
+    "family_table.py",
+    "hyperparameters.py",
+    "image_files.py",
+    "metrics.py",
+    "subject_defaults.py",
+)
 
 
 def asset_files(repo_root: Path = REPO_ROOT) -> dict[str, Path]:

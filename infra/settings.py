@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from dreambooth_trainer.family_table import resolve_alias
+from lambdas.jobs.families import detect_family
 from lambdas.jobs.limits import LIMITS_PREFIX, ServiceLimits, context_key
 from lambdas.jobs.spec import JobDefaults
 from lambdas.jobs.training_slots import QueueSettings
@@ -112,10 +114,15 @@ class ServiceSettings(BaseModel):
     def _defaults_within_limits(self) -> ServiceSettings:
         """A deployment whose defaults break its own limits would refuse every job.json-less batch."""
         defaults, limits = self.job_defaults, self.limits
+        # Unset, the default base model's family picks the instance (family_table).
+        family = detect_family(resolve_alias(defaults.base_model))
+        instance_type = defaults.instance_type or family.entry.defaults.instance_type
         checks = [
             (
-                defaults.instance_type in limits.instance_types,
-                f"default_instance_type {defaults.instance_type} is not in {context_key('instance_types')}",
+                instance_type in limits.instance_types,
+                f"default_instance_type {instance_type}"
+                + ("" if defaults.instance_type else f" (the default for {family.name} base models)")
+                + f" is not in {context_key('instance_types')}",
             ),
             (
                 defaults.max_runtime_seconds <= limits.max_runtime_seconds,
@@ -123,7 +130,7 @@ class ServiceSettings(BaseModel):
                 f"{context_key('max_runtime_seconds')} {limits.max_runtime_seconds}",
             ),
             (
-                defaults.max_train_steps <= limits.max_train_steps,
+                defaults.max_train_steps is None or defaults.max_train_steps <= limits.max_train_steps,
                 f"default_max_train_steps {defaults.max_train_steps} is over "
                 f"{context_key('max_train_steps')} {limits.max_train_steps}",
             ),

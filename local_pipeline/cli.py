@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from lambdas.jobs.spec import JobSpec, JobSpecError, parse_job_spec
-from local_pipeline.demo_assets import sample_subject_images, tiny_base_model
+from local_pipeline.demo_assets import DEFAULT_CACHE, sample_subject_images, tiny_base_model
 from local_pipeline.progress import library_output_to, stage, terminal, warn
 from local_pipeline.s3_folders import UnsafeKeyError, contained_path
 from local_pipeline.serve import add_serve_command
@@ -51,6 +51,24 @@ TINY_MODEL_HYPERPARAMETERS = {
     "logging_steps": "5",
 }
 TINY_MODEL_JOB = {"token": "sks", "class_word": "toy", "training_method": "full", "max_train_steps": "60"}
+# The other families' tiny models (dreambooth_trainer.family_fixtures): LoRA (their only method) for a few
+# steps at 64 px without prior preservation; their photos must still be 512 px (the family's minimum side).
+DEMO_FAMILIES = ("sd", "sdxl", "flux", "zimage")
+TINY_FAMILY_JOB = {
+    "token": "sks",
+    "class_word": "toy",
+    "max_train_steps": "20",
+    "with_prior_preservation": "false",
+}
+TINY_FAMILY_HYPERPARAMETERS = {
+    "resolution": "64",
+    "sample_inference_steps": "4",
+    "num_samples": "1",
+    "mixed_precision": "no",
+    "num_threads": "1",
+    "logging_steps": "5",
+}
+FAMILY_PHOTO_SIDE = 512
 DEFAULT_TIMEOUT_SECONDS = 3600
 # After Ctrl-C, how long `up` waits for the runs whose training it stopped to send their notification.
 STOP_REPORT_SECONDS = 60
@@ -88,6 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     demo = commands.add_parser("demo", help="train a tiny model on generated photos, end to end")
+    demo.add_argument(
+        "--family",
+        choices=DEMO_FAMILIES,
+        default="sd",
+        help="the tiny model's family (default sd; sdxl, flux and zimage train a LoRA)",
+    )
     _add_service_options(demo)
     demo.set_defaults(command=cmd_demo)
 
@@ -147,13 +171,27 @@ def _add_service_options(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_demo(args: argparse.Namespace, results: TextIO) -> int:
-    stage("preparing the demo: a tiny offline Stable Diffusion base model and six photos of a subject")
-    base_model = tiny_base_model()
-    images = sample_subject_images(OUTPUT_ROOT / "demo-images")
-    settings = [f"{key}={value}" for key, value in {**TINY_MODEL_JOB, **TINY_MODEL_HYPERPARAMETERS}.items()]
+    family = getattr(args, "family", "sd")
+    if family == "sd":
+        stage("preparing the demo: a tiny offline Stable Diffusion base model and six photos of a subject")
+        base_model = tiny_base_model()
+        images = sample_subject_images(OUTPUT_ROOT / "demo-images")
+        values = {**TINY_MODEL_JOB, **TINY_MODEL_HYPERPARAMETERS}
+        job_name = DEMO_JOB_NAME
+    else:
+        from dreambooth_trainer.family_fixtures import build_tiny_family_model
+
+        stage(f"preparing the demo: a tiny offline {family} base model and six photos of a subject")
+        base_model = build_tiny_family_model(family, DEFAULT_CACHE)
+        images = sample_subject_images(
+            OUTPUT_ROOT / f"demo-images-{FAMILY_PHOTO_SIDE}", size=FAMILY_PHOTO_SIDE
+        )
+        values = {**TINY_FAMILY_JOB, **TINY_FAMILY_HYPERPARAMETERS}
+        job_name = f"{DEMO_JOB_NAME}-{family}"
+    settings = [f"{key}={value}" for key, value in values.items()]
     return submit_and_wait(
         images=images,
-        job_name=DEMO_JOB_NAME,
+        job_name=job_name,
         job_spec=compose_job_spec(None, settings),
         base_model=str(base_model),
         endpoint_url=args.endpoint_url,

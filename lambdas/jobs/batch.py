@@ -17,11 +17,13 @@ from typing import Any
 from lambdas.jobs import limits as service_limits
 from lambdas.jobs import s3_layout
 from lambdas.jobs.base_models import resolve_base_model
+from lambdas.jobs.families import family_problems
 from lambdas.jobs.spec import (
     JobDefaults,
     JobSpec,
     JobSpecError,
     ResolvedJob,
+    effective_resolution,
     parse_job_spec,
     resolve_job,
     training_hyperparameters,
@@ -173,22 +175,32 @@ def check_job_spec(
     limits: service_limits.ServiceLimits,
     bucket: str,
     model_output_s3_uri: str,
+    family: str | None = None,
 ) -> tuple[ResolvedJob, list[str]]:
-    """The job a spec asks for, and one line per deployment limit it exceeds. The same check for
-    job.json at validation and for the HTTP API's create; JobSpecError when the spec cannot be used."""
+    """The job a spec asks for, and one line per deployment limit it exceeds or per thing its base model's
+    family cannot train. The same check for job.json at validation and for the HTTP API's create;
+    JobSpecError when the spec cannot be used. ``family``: the base model's, when the caller read its
+    model_index.json (else detected from the base model's alias or name)."""
     if spec.base_model is not None:
         try:
             resolve_base_model(spec.base_model, bucket)
         except ValueError as err:
             raise JobSpecError(f"job.json: base_model: {err}") from None
-    job = resolve_job(job_name, spec, defaults)
+    job = resolve_job(job_name, spec, defaults, family=family)
     hyperparameters = training_hyperparameters(job, model_output_s3_uri=model_output_s3_uri, bucket=bucket)
     over = service_limits.limit_problems(
         limits,
         instance_type=job.instance_type,
         max_runtime_seconds=job.max_runtime_seconds,
-        max_train_steps=job.max_train_steps,
-        resolution=hyperparameters.resolution,
+        max_train_steps=job.effective_max_train_steps,
+        resolution=effective_resolution(job, hyperparameters),
+    )
+    over += family_problems(
+        job.family,
+        training_method=job.training_method,
+        instance_type=job.instance_type,
+        train_text_encoder=hyperparameters.train_text_encoder,
+        allowed_instance_types=limits.instance_types,
     )
     return job, over
 
@@ -203,9 +215,11 @@ def validate_batch(
     limits: service_limits.ServiceLimits,
     model_output_s3_uri: str,
     bucket: str,
+    family: str | None = None,
 ) -> BatchReport:
     """Judge the batch from each file's verdict: ``accepted`` (relative names of usable photos) and
-    ``skipped`` (unusable files with the reason, size checks included); refused keys are added here."""
+    ``skipped`` (unusable files with the reason, size checks included); refused keys are added here.
+    ``family``: the base model's, when the caller read its model_index.json (else detected by name)."""
     skipped = sorted([*contents.refused, *skipped], key=lambda p: p.file)
     images = tuple(sorted(accepted))
     problems: list[Problem] = []
@@ -219,6 +233,7 @@ def validate_batch(
             limits=limits,
             bucket=bucket,
             model_output_s3_uri=model_output_s3_uri,
+            family=family,
         )
         problems.extend(Problem(s3_layout.JOB_SPEC_FILENAME, f"job.json: {line}") for line in over)
     except JobSpecError as err:

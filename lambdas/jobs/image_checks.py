@@ -14,8 +14,9 @@ from dreambooth_trainer.image_files import DECODE_ERRORS, decode_failure, decode
 from lambdas.jobs.image_headers import ImageHeader, ImageHeaderError, NeedMoreBytes, sniff_image
 
 
-def judge_image(data: bytes, *, min_side: int) -> ImageHeader | str:
-    """The image's format and upright size, or the reason it cannot be trained on."""
+def judge_image(data: bytes, *, min_side: int, side_rule: str = "") -> ImageHeader | str:
+    """The image's format and upright size, or the reason it cannot be trained on. ``side_rule`` says why
+    ``min_side`` is what it is (e.g. " for sdxl base models, which train at 1024 px")."""
     try:
         header = sniff_image(data)
     except NeedMoreBytes as err:
@@ -28,5 +29,5 @@ def judge_image(data: bytes, *, min_side: int) -> ImageHeader | str:
         return f"{decode_failure(exc)}; the file is truncated or damaged: export or upload it again"
     width, height = image.size
     if min(width, height) < min_side:
-        return f"{width}x{height} px is too small: both sides need at least {min_side} px"
+        return f"{width}x{height} px is too small: both sides need at least {min_side} px{side_rule}"
     return ImageHeader(header.format, width, height)

@@ -4,6 +4,8 @@ The trainer uploads the model itself, then ``manifest.json``
 (``{"files": [{"key", "size"}, ...], "kind", "prompt", "lora_weight_name", ...}``, keys relative to the
 prefix), then ``_SUCCESS`` last: a model is complete only when ``_SUCCESS`` exists (a restarted job removes
 it before uploading again). Without a manifest, the prefix's listing stands in, and the summary says so.
+The training record ``dreambooth.json`` (uploaded with the model) names the base model's ``family`` and,
+for LoRA runs of every family, its ``lora_files`` (the diffusers/PEFT file, then the ComfyUI/WebUI one).
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ class ModelFiles:
     files: tuple[str, ...] = ()
     total_bytes: int | None = None
     manifest: dict[str, Any] = field(default_factory=dict)
+    family: str | None = None
+    lora_files: tuple[str, ...] = ()  # every LoRA file, diffusers/PEFT first
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -48,6 +52,8 @@ class ModelFiles:
             "checkpoint": self.checkpoint,
             "lora": self.lora,
             "kohya_lora": self.kohya_lora,
+            "lora_files": list(self.lora_files),
+            "family": self.family,
             "samples": list(self.samples),
             "file_count": len(self.files),
             "total_bytes": self.total_bytes,
@@ -71,9 +77,10 @@ def describe_model_files(
     listed_keys: list[str] | None = None,
     *,
     complete: bool = False,
+    record: dict[str, Any] | None = None,
 ) -> ModelFiles:
     """``listed_keys``: keys relative to the prefix, used only when there is no manifest; ``complete``:
-    whether the ``_SUCCESS`` marker exists."""
+    whether the ``_SUCCESS`` marker exists; ``record``: the trainer's dreambooth.json, when readable."""
     if manifest is not None:
         entries = manifest.get("files") or []
         relative = [str(e["key"] if isinstance(e, dict) else e) for e in entries]
@@ -105,11 +112,17 @@ def describe_model_files(
             return parent != "."
         return parent == diffusers_dir or parent.startswith(f"{diffusers_dir}/")
 
+    record = record or {}
+    named = record.get("lora_files") or (manifest or {}).get("lora_files") or []
+    lora_files = [k for name in named if isinstance(name, str) for k in relative if k == name]
+    if not lora_files and lora:
+        lora_files = [lora]
+    family = record.get("family") or (manifest or {}).get("family")
     checkpoint = next(
         (
             k
             for k in relative
-            if k.endswith(WEIGHT_SUFFIXES) and k not in (lora, kohya) and not in_diffusers(k)
+            if k.endswith(WEIGHT_SUFFIXES) and k not in (lora, kohya, *lora_files) and not in_diffusers(k)
         ),
         None,
     )
@@ -138,6 +151,8 @@ def describe_model_files(
         files=tuple(relative),
         total_bytes=total if isinstance(total, int) else None,
         manifest={k: v for k, v in (manifest or {}).items() if k != "files"},
+        family=family if isinstance(family, str) else None,
+        lora_files=tuple(uri(k) for k in lora_files),
     )
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lambdas.jobs.failures import Failure
+from lambdas.jobs.families import family_label
 from lambdas.jobs.model_files import ModelFiles
 
 SCHEMA = "dreambooth.run-result/1"
@@ -33,6 +34,7 @@ class RunFacts:
     prompt: str | None = None
     training_method: str | None = None
     max_train_steps: int | None = None
+    family: str | None = None  # the base model's (lambdas/jobs/families.py)
     instance_type: str | None = None
     use_spot: bool | None = None
     image_count: int | None = None
@@ -63,13 +65,18 @@ class Notification:
 
 def success(facts: RunFacts, model: ModelFiles) -> Notification:
     lines = [f'Your DreamBooth model "{facts.job_name}" is ready.', ""]
+    family = model.family or facts.family
+    # Every LoRA file the family wrote, each named once (the two usual ones have their own rows).
+    lora_rows = [("LoRA", uri) for uri in model.lora_files if uri not in (model.lora, model.kohya_lora)]
     lines += _labelled(
         [
             ("Model", model.prefix_uri),
+            ("Family", family_label(family) if family else None),
             ("Diffusers", model.diffusers_folder),
             ("Checkpoint", model.checkpoint),
             ("LoRA", model.lora),
             ("WebUI LoRA", model.kohya_lora),
+            *lora_rows,
             (
                 "Samples",
                 f"{len(model.samples)} image(s) under {model.prefix_uri}samples/" if model.samples else None,
@@ -87,7 +94,7 @@ def success(facts: RunFacts, model: ModelFiles) -> Notification:
     if timing:
         lines.append(timing)
     lines += ["", f'Download: aws s3 sync "{model.prefix_uri}" "./{_folder_name(facts.job_name)}"']
-    payload = _payload(facts, SUCCEEDED) | {"model": model.as_dict(), "failure": None}
+    payload = _payload(facts, SUCCEEDED) | {"model": model.as_dict() | {"family": family}, "failure": None}
     return Notification(_subject(f"DreamBooth model ready: {facts.job_name}"), "\n".join(lines), payload)
 
 
@@ -117,6 +124,7 @@ def _payload(facts: RunFacts, status: str) -> dict[str, Any]:
         "uploads": facts.upload_prefix_uri,
         "prompt": facts.prompt,
         "training": {
+            "family": facts.family,
             "method": facts.training_method,
             "max_train_steps": facts.max_train_steps,
             "instance_type": facts.instance_type,

@@ -31,6 +31,8 @@ TRAINING_IMAGES_FOLDER = "images"
 # S3's limit on a key, in UTF-8 bytes.
 MAX_KEY_BYTES = 1024
 MANIFEST_FILENAME = "manifest.json"
+# The trainer's training record next to the model: kind, family, steps, lora_files, samples.
+TRAINING_RECORD_FILENAME = "dreambooth.json"
 # Written by the trainer after every model file and the manifest: only then is a model complete.
 SUCCESS_MARKER_FILENAME = "_SUCCESS"
 SAMPLES_FOLDER = "samples"

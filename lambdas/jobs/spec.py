@@ -13,15 +13,22 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from dreambooth_trainer.family_table import FAMILIES, resolve_alias
 from dreambooth_trainer.hyperparameters import (
     HyperparameterError,
     TrainingHyperparameters,
     parse_hyperparameters,
 )
+from dreambooth_trainer.subject_defaults import PROFILES
 from lambdas.jobs import s3_layout
+from lambdas.jobs.families import default_training_method, detect_family
 from lambdas.jobs.naming import job_slug
 
 TrainingMethod = Literal["full", "lora"]
+SubjectType = Literal["person", "pet", "object", "style"]
+# What the service has always trained SD 1.x/2.x for when nobody said (diffusers' DreamBooth example's
+# full fine-tune); the other families' steps are the trainer's family defaults (family_table).
+SD_MAX_TRAIN_STEPS = 800
 HyperparameterValue = str | int | float | bool
 
 INSTANCE_TYPE_PATTERN = r"^ml\.[a-z0-9]+\.[a-z0-9]+$"
@@ -49,6 +56,7 @@ SPEC_FIELD_HYPERPARAMETERS = {
     "training_method": "training_method",
     "max_train_steps": "max_train_steps",
     "pretrained_model_name_or_path": "base_model",
+    "subject_type": "subject_type",
 }
 
 
@@ -75,9 +83,12 @@ class JobDefaults(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     base_model: str = "stable-diffusion-v1-5/stable-diffusion-v1-5"
-    instance_type: Annotated[str, Field(pattern=INSTANCE_TYPE_PATTERN)] = "ml.g4dn.xlarge"
-    training_method: TrainingMethod = "full"
-    max_train_steps: Annotated[int, Field(ge=1, le=50_000)] = 800
+    # None: the base model's family decides (family_table): its instance type; full for SD 1.x/2.x and
+    # LoRA for the LoRA-only families; 800 steps for SD 1.x/2.x, the trainer's family default otherwise.
+    # Set, it applies to every job that does not say otherwise (a method only where the family trains it).
+    instance_type: Annotated[str, Field(pattern=INSTANCE_TYPE_PATTERN)] | None = None
+    training_method: TrainingMethod | None = None
+    max_train_steps: Annotated[int, Field(ge=1, le=50_000)] | None = None
     token: str = "sks"
     class_word: str = "person"
     with_prior_preservation: bool = True
@@ -135,6 +146,11 @@ class JobSpec(BaseModel):
     with_prior_preservation: bool | None = None
     use_spot: bool | None = None
     max_runtime_seconds: Annotated[int, Field(ge=600, le=MAX_RUNTIME_LIMIT_SECONDS)] | None = None
+    subject_type: SubjectType | None = Field(
+        default=None,
+        description="What the photos show; the trainer then picks steps, prior preservation and class prompt"
+        " for it (unless job.json sets them)",
+    )
     strict_images: bool | None = Field(
         default=None,
         description="true: any unusable file fails the batch; false (default): it is skipped and reported.",
@@ -166,14 +182,32 @@ class ResolvedJob(BaseModel):
     instance_prompt: str
     class_prompt: str | None
     training_method: TrainingMethod
-    max_train_steps: int
+    # None: the trainer decides (the family's default, or subject_type's steps per image).
+    max_train_steps: int | None
     base_model: str
     instance_type: str
-    with_prior_preservation: bool
+    # None: subject_type decides in the trainer.
+    with_prior_preservation: bool | None
     use_spot: bool
     max_runtime_seconds: int
     strict_images: bool = False
     hyperparameters: dict[str, HyperparameterValue]
+    family: str = "sd"
+    subject_type: SubjectType | None = None
+
+    @property
+    def effective_max_train_steps(self) -> int:
+        """The steps the trainer will run when the job did not say: the family's default."""
+        return self.max_train_steps or FAMILIES[self.family].defaults.max_train_steps
+
+    def effective_prior_preservation(self) -> tuple[bool, str | None]:
+        """(with prior preservation, class prompt) as the trainer will decide them, subject_type included."""
+        profile = PROFILES.get(self.subject_type or "")
+        if self.with_prior_preservation is not None or profile is None:
+            prior = bool(self.with_prior_preservation)
+        else:
+            prior = profile.with_prior_preservation
+        return prior, self.class_prompt or (profile.class_prompt if profile and prior else None)
 
 
 def parse_job_spec(raw: str | bytes | dict | None) -> JobSpec:
@@ -196,30 +230,51 @@ def parse_job_spec(raw: str | bytes | dict | None) -> JobSpec:
         raise JobSpecError(describe_validation_error(err, source="job.json")) from None
 
 
-def resolve_job(job_name: str, spec: JobSpec, defaults: JobDefaults) -> ResolvedJob:
-    """Merge a user's spec over the deployment's defaults."""
+def resolve_job(
+    job_name: str, spec: JobSpec, defaults: JobDefaults, *, family: str | None = None
+) -> ResolvedJob:
+    """Merge a user's spec over the deployment's defaults and the base model's family.
+
+    ``family``: when the caller read it from the base model's model_index.json; otherwise it is detected
+    from the base model's name (lambdas/jobs/families.py). With ``subject_type``, steps, prior preservation
+    and class prompt are left to the trainer's subject defaults unless job.json sets them.
+    """
+    base_model = resolve_alias(spec.base_model or defaults.base_model)
+    family = family or detect_family(base_model).name
+    entry = FAMILIES[family]
     token = spec.token or defaults.token
     class_word = spec.class_word or defaults.class_word
     instance_prompt = spec.instance_prompt or f"a photo of {token} {class_word}"
-    with_prior = (
-        spec.with_prior_preservation
-        if spec.with_prior_preservation is not None
-        else defaults.with_prior_preservation
-    )
-    class_prompt = spec.class_prompt or (f"a photo of {class_word}" if with_prior else None)
+    if spec.subject_type:
+        with_prior = spec.with_prior_preservation
+        # Prior preservation asked for in job.json needs a class prompt: the job's class word writes it.
+        class_prompt = spec.class_prompt or (f"a photo of {class_word}" if with_prior else None)
+        steps = spec.max_train_steps
+    else:
+        with_prior = (
+            spec.with_prior_preservation
+            if spec.with_prior_preservation is not None
+            else defaults.with_prior_preservation
+        )
+        class_prompt = spec.class_prompt or (f"a photo of {class_word}" if with_prior else None)
+        steps = spec.max_train_steps or defaults.max_train_steps
+        if steps is None and family == "sd":
+            steps = SD_MAX_TRAIN_STEPS
     return ResolvedJob(
         job_name=job_name,
         instance_prompt=instance_prompt,
         class_prompt=class_prompt,
-        training_method=spec.training_method or defaults.training_method,
-        max_train_steps=spec.max_train_steps or defaults.max_train_steps,
-        base_model=spec.base_model or defaults.base_model,
-        instance_type=spec.instance_type or defaults.instance_type,
+        training_method=spec.training_method or default_training_method(family, defaults.training_method),
+        max_train_steps=steps,
+        base_model=base_model,
+        instance_type=spec.instance_type or defaults.instance_type or entry.defaults.instance_type,
         with_prior_preservation=with_prior,
         use_spot=spec.use_spot if spec.use_spot is not None else defaults.use_spot,
         max_runtime_seconds=spec.max_runtime_seconds or defaults.max_runtime_seconds,
         strict_images=spec.strict_images if spec.strict_images is not None else defaults.strict_images,
         hyperparameters={**defaults.hyperparameters, **spec.hyperparameters},
+        family=family,
+        subject_type=spec.subject_type,
     )
 
 
@@ -237,7 +292,17 @@ def describe_validation_error(err: ValidationError, *, source: str) -> str:
 
 def class_images_prefix(job: ResolvedJob, hyperparameters: TrainingHyperparameters) -> str:
     """The shared class-images folder of a job, keyed by the resolution the trainer actually uses."""
-    return s3_layout.class_images_prefix(job.class_prompt or "", job.base_model, hyperparameters.resolution)
+    _, class_prompt = job.effective_prior_preservation()
+    return s3_layout.class_images_prefix(
+        class_prompt or "", job.base_model, effective_resolution(job, hyperparameters)
+    )
+
+
+def effective_resolution(job: ResolvedJob, hyperparameters: TrainingHyperparameters) -> int:
+    """The resolution the trainer trains at: the job's, else its family's default (SD: the schema's)."""
+    if "resolution" in hyperparameters.model_fields_set or job.family == "sd":
+        return hyperparameters.resolution
+    return FAMILIES[job.family].defaults.resolution
 
 
 def training_hyperparameters(
@@ -253,21 +318,29 @@ def training_hyperparameters(
     """
     decided: dict[str, HyperparameterValue] = {
         "instance_prompt": job.instance_prompt,
-        "with_prior_preservation": job.with_prior_preservation,
         "training_method": job.training_method,
-        "max_train_steps": job.max_train_steps,
         "model_output_s3_uri": model_output_s3_uri,
         "model_name": job_slug(job.job_name),
     }
+    # Left out, the trainer decides: subject_type's values, else the family's defaults.
+    if job.with_prior_preservation is not None:
+        decided["with_prior_preservation"] = job.with_prior_preservation
+    if job.max_train_steps is not None:
+        decided["max_train_steps"] = job.max_train_steps
     if job.class_prompt:
         decided["class_prompt"] = job.class_prompt
+    if job.subject_type:
+        decided["subject_type"] = job.subject_type
+        if job.family != "sd" and "train_text_encoder" not in job.hyperparameters:
+            # subject_type person trains the text encoder; these families train the denoiser only.
+            decided["train_text_encoder"] = False
     if not job.base_model.startswith("s3://"):
         # An s3:// base model arrives as the 'model' channel, which the trainer prefers.
         decided["pretrained_model_name_or_path"] = job.base_model
     values = {**job.hyperparameters, **decided}
     try:
         hyperparameters = parse_hyperparameters(values)
-        if hyperparameters.with_prior_preservation:
+        if job.effective_prior_preservation()[0]:
             # Keyed by the parsed resolution (a default or a user's key), hence the second parse.
             shared = s3_layout.s3_uri(bucket, class_images_prefix(job, hyperparameters))
             hyperparameters = parse_hyperparameters({**values, "class_images_output_s3_uri": shared})
@@ -289,7 +362,12 @@ ALWAYS_SENT_HYPERPARAMETERS = frozenset(
 
 
 def hyperparameter_strings(hyperparameters: TrainingHyperparameters) -> dict[str, str]:
-    """CreateTrainingJob's HyperParameters: what differs from the trainer's defaults, plus the key choices."""
+    """CreateTrainingJob's HyperParameters: what differs from the trainer's defaults, plus the key choices.
+
+    A key choice the job left to the trainer (steps and prior preservation under subject_type or a family
+    default) is not sent: sending the schema default would override the trainer's own choice.
+    """
     full = hyperparameters.to_sagemaker_strings(include_defaults=True)
     changed = hyperparameters.to_sagemaker_strings()
-    return {key: value for key, value in full.items() if key in changed or key in ALWAYS_SENT_HYPERPARAMETERS}
+    chosen = ALWAYS_SENT_HYPERPARAMETERS & hyperparameters.model_fields_set
+    return {key: value for key, value in full.items() if key in changed or key in chosen}

@@ -6,6 +6,7 @@ definitions): those come from the stack, so no Lambda can point a job at another
 
 from __future__ import annotations
 
+from dreambooth_trainer.family_table import FAMILIES
 from dreambooth_trainer.hyperparameters import TrainingHyperparameters
 from lambdas.jobs import naming, s3_layout
 from lambdas.jobs.spec import ResolvedJob, hyperparameter_strings
@@ -14,8 +15,8 @@ IMAGES_CHANNEL = "images"
 CLASS_IMAGES_CHANNEL = "class_images"
 MODEL_CHANNEL = "model"
 CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
-# Base model download, class images, checkpoints and the exported model fit with room to spare.
-VOLUME_SIZE_GB = 50
+# Base model download, class images, checkpoints and the exported model fit with room to spare: per family
+# (family_table: 50 GB for SD and SDXL, 100 GB for the FLUX.1-dev and Z-Image downloads of 20-34 GB).
 # Spot capacity may take a while; a run waits at most this much longer than it may train.
 SPOT_WAIT_FACTOR = 2
 TAG_JOB, TAG_RUN = "dreambooth:job", "dreambooth:run"
@@ -60,7 +61,7 @@ def build_training_request(
         "ResourceConfig": {
             "InstanceType": job.instance_type,
             "InstanceCount": 1,
-            "VolumeSizeInGB": VOLUME_SIZE_GB,
+            "VolumeSizeInGB": FAMILIES[job.family].volume_size_gb,
         },
         "StoppingCondition": stopping,
         "EnableManagedSpotTraining": job.use_spot,

@@ -11,10 +11,12 @@ checked is what is trained, byte for byte; the copy costs a second copy of the p
 
 from __future__ import annotations
 
+import json
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from lambdas.jobs import s3_layout
+from lambdas.jobs.base_models import resolve_base_model
 from lambdas.jobs.batch import (
     BatchReport,
     ListedObject,
@@ -25,13 +27,16 @@ from lambdas.jobs.batch import (
     sort_batch,
     validate_batch,
 )
+from lambdas.jobs.families import FamilyChoice, detect_family, image_side_rule, min_image_side
 from lambdas.jobs.image_checks import judge_image
 from lambdas.jobs.image_headers import ImageHeader
+from lambdas.jobs.spec import JobSpecError, parse_job_spec
 from lambdas.jobs.training_request import model_output_s3_uri
 from lambdas.pipeline.aws import client, error_code
 from lambdas.pipeline.batch_checks import list_objects_page
 from lambdas.pipeline.config import PipelineSettings
 
+MODEL_INDEX = "model_index.json"
 # Photos decoded at once: each holds its bytes and its pixels (a 48 MP photo is ~150 MB decoded).
 _DECODERS = 4
 CHANGED_AFTER_SEAL = (
@@ -50,13 +55,22 @@ def validate(job_name: str, run_id: str, settings: PipelineSettings) -> BatchRep
     contents = sort_batch(job_name, sealed)
     readable, skipped = check_sizes(contents, settings.defaults)
     images_prefix = s3_layout.training_images_prefix(job_name, run_id)
+    # job.json first: its base model's family sets the smallest photo side (512 px for SDXL/FLUX-class).
+    spec_text = None
+    if contents.spec:
+        spec_text = _read_sealed(s3, bucket, contents.spec)
+        if spec_text is None:
+            skipped.append(Problem(s3_layout.JOB_SPEC_FILENAME, CHANGED_AFTER_SEAL))
+    family = _family(s3, spec_text, settings)
+    min_side = min_image_side(family.name, settings.defaults.min_image_side)
+    side_rule = image_side_rule(family.name) if min_side > settings.defaults.min_image_side else ""
 
     def stage(obj: ListedObject) -> tuple[str, ImageHeader | str]:
         name = contents.relative(obj.key)
         data = _read_sealed(s3, bucket, obj)
         if data is None:
             return name, CHANGED_AFTER_SEAL
-        verdict = judge_image(data, min_side=settings.defaults.min_image_side)
+        verdict = judge_image(data, min_side=min_side, side_rule=side_rule)
         if isinstance(verdict, ImageHeader):
             s3.put_object(Bucket=bucket, Key=images_prefix + name, Body=data)
         return name, verdict
@@ -70,11 +84,6 @@ def validate(job_name: str, run_id: str, settings: PipelineSettings) -> BatchRep
         if data is not None:
             s3.put_object(Bucket=bucket, Key=images_prefix + contents.relative(caption.key), Body=data)
 
-    spec_text = None
-    if contents.spec:
-        spec_text = _read_sealed(s3, bucket, contents.spec)
-        if spec_text is None:
-            skipped.append(Problem(s3_layout.JOB_SPEC_FILENAME, CHANGED_AFTER_SEAL))
     report = validate_batch(
         contents,
         accepted=accepted,
@@ -84,6 +93,7 @@ def validate(job_name: str, run_id: str, settings: PipelineSettings) -> BatchRep
         limits=settings.limits,
         model_output_s3_uri=model_output_s3_uri(bucket, job_name, run_id),
         bucket=bucket,
+        family=family.name,
     )
     if report.job is not None and report.job.base_model.startswith("s3://"):
         model_bucket, key = s3_layout.split_s3_uri(report.job.base_model)
@@ -108,6 +118,45 @@ def validate(job_name: str, run_id: str, settings: PipelineSettings) -> BatchRep
         ContentType="application/json",
     )
     return report
+
+
+def _family(s3: Any, spec_text: bytes | None, settings: PipelineSettings) -> FamilyChoice:
+    """The base model's family: by alias or name, or from model_index.json of a base-models/ folder.
+
+    A job.json that cannot be read leaves the deployment's base model: validate_batch reports the problem.
+    """
+    base_model = settings.defaults.base_model
+    try:
+        spec = parse_job_spec(spec_text)
+        base_model = resolve_base_model(spec.base_model or base_model, settings.bucket)
+    except (JobSpecError, ValueError):
+        pass
+    model_index = None
+    if base_model.startswith("s3://"):
+        model_bucket, key = s3_layout.split_s3_uri(base_model.rstrip("/") + "/")
+        if model_bucket == settings.bucket:
+            model_index = parse_model_index(_read_or_none(s3, model_bucket, key + MODEL_INDEX))
+    return detect_family(base_model, model_index)
+
+
+def _read_or_none(s3: Any, bucket: str, key: str) -> bytes | None:
+    try:
+        return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    except Exception as err:
+        if error_code(err) in {"NoSuchKey", "404", "AccessDenied", "403"}:
+            return None
+        raise
+
+
+def parse_model_index(raw: bytes | None) -> dict | None:
+    """A diffusers folder's model_index.json, or None where absent or unreadable (a single file)."""
+    if not raw:
+        return None
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def _sealed_listing(s3: Any, bucket: str, job_name: str, run_id: str) -> list[ListedObject]:

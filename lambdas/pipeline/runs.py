@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from dreambooth_trainer.hyperparameters import parse_hyperparameters
@@ -83,8 +84,12 @@ def finish_succeeded(state: dict[str, Any], settings: PipelineSettings) -> dict[
     if manifest is None:
         listed = [o["Key"].removeprefix(prefix) for o in list_objects(bucket, prefix)]
     complete = _read_or_none(bucket, prefix + s3_layout.SUCCESS_MARKER_FILENAME) is not None
-    model = describe_model_files(prefix_uri, manifest, listed, complete=complete)
+    record = parse_manifest(_read_or_none(bucket, prefix + s3_layout.TRAINING_RECORD_FILENAME))
+    model = describe_model_files(prefix_uri, manifest, listed, complete=complete, record=record)
     facts = _facts(state, settings, described)
+    if facts.max_train_steps is None and isinstance((record or {}).get("steps"), int):
+        # The job left the steps to the trainer (family default, subject_type): its record says how many.
+        facts = replace(facts, max_train_steps=record["steps"])
     message = notification.success(facts, model)
     JobsTable(settings.table_name).record_run(
         job_name,
@@ -163,6 +168,7 @@ def _facts(
         prompt=job.get("instance_prompt"),
         training_method=job.get("training_method"),
         max_train_steps=job.get("max_train_steps"),
+        family=job.get("family"),
         instance_type=job.get("instance_type"),
         use_spot=job.get("use_spot"),
         image_count=validation.get("images") if validation.get("valid") else None,

@@ -14,9 +14,11 @@ def test_asset_ships_the_lambdas_and_only_the_pure_trainer_modules():
     trainer = sorted(name for name in files if name.startswith("dreambooth_trainer/"))
     assert trainer == [
         "dreambooth_trainer/__init__.py",
+        "dreambooth_trainer/family_table.py",
         "dreambooth_trainer/hyperparameters.py",
         "dreambooth_trainer/image_files.py",
         "dreambooth_trainer/metrics.py",
+        "dreambooth_trainer/subject_defaults.py",
     ]
     assert not any("__pycache__" in name or not name.endswith(".py") for name in files)
 
@@ -45,7 +47,7 @@ def test_the_staged_asset_imports_every_handler_without_the_repository_or_torch(
         "import lambdas.handlers.upload_events, lambdas.handlers.check_batch\n"
         "import lambdas.handlers.validate_batch, lambdas.handlers.build_training_request\n"
         "import lambdas.handlers.finish_run, lambdas.handlers.image_build\n"
-        "import dreambooth_trainer\n"
+        "import dreambooth_trainer, dreambooth_trainer.family_table, dreambooth_trainer.subject_defaults\n"
         f"assert dreambooth_trainer.__file__.startswith({str(asset)!r}), dreambooth_trainer.__file__\n"
         "assert 'torch' not in sys.modules\n"
     )

@@ -56,7 +56,9 @@ def test_limits_are_context_keys_with_safe_defaults():
 
 def test_defaults_outside_the_limits_stop_the_synth_naming_both_keys():
     with pytest.raises(
-        ValueError, match="^invalid CDK context: default_instance_type ml.g4dn.xlarge is not in"
+        ValueError,
+        match=r"^invalid CDK context: default_instance_type ml.g4dn.xlarge \(the default for sd base models\)"
+        " is not in",
     ):
         settings_from_context({"limit_instance_types": "ml.g5.xlarge"})
     with pytest.raises(
@@ -104,3 +106,13 @@ def test_infra_keys_have_defaults_and_are_checked():
         settings_from_context({"training_subnet_ids": "subnet-0a1", "training_security_group_ids": "default"})
     with pytest.raises(ValueError, match="ops_email"):
         settings_from_context({"ops_email": "ops"})
+
+
+def test_without_a_default_instance_type_the_default_base_models_family_must_fit_the_limits():
+    with pytest.raises(
+        ValueError, match=r"default_instance_type ml.g6.xlarge \(the default for flux base models\)"
+    ):
+        settings_from_context({"default_base_model": "flux1-dev", "limit_instance_types": "ml.g4dn.xlarge"})
+    settings = settings_from_context({"default_base_model": "flux1-dev"})
+    assert settings.job_defaults.instance_type is None  # each job's family picks its instance
+    assert settings.job_defaults.max_train_steps is None and settings.job_defaults.training_method is None

@@ -43,7 +43,9 @@ def workdir(tmp_path):
 def cli_env() -> dict[str, str]:
     """A user's shell: no banner-silencing variables set (the CLI takes care of Node's banners itself)."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("JSII_SILENCE_WARNING")}
-    return {**env, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    # This tree's trainer, not the one the virtualenv installed (editable from another checkout).
+    path = f"{REPO_ROOT / 'trainer_image'}{os.pathsep}{REPO_ROOT}"
+    return {**env, "PYTHONPATH": path, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
 # What a user saw on the terminal before library output went to local-output/logs/.
@@ -370,3 +372,30 @@ def test_a_second_run_of_the_same_batch_while_the_first_trains_starts_no_second_
     assert one["run_id"] == two["run_id"] and one["training_job_name"] == two["training_job_name"]
     started = [line for line in first_err.lines if "running the trainer" in line]
     assert len(started) == 1, started
+
+
+def test_demo_family_sdxl_trains_the_tiny_sdxl_lora_through_the_whole_service(workdir):
+    """512 px photos (SDXL's smallest side), trained at 64 px for a few steps: the family's whole flow."""
+    result = subprocess.run(
+        cli("demo", "--family", "sdxl"),
+        cwd=workdir,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    notification = json.loads(result.stdout.strip().splitlines()[-1])
+    assert notification["status"] == "SUCCEEDED" and notification["job_name"] == "demo-subject-sdxl"
+    assert notification["training"]["family"] == "sdxl" and notification["training"]["method"] == "lora"
+    assert notification["training"]["images"] == 6 and notification["training"]["skipped"] == []
+    model = notification["model"]
+    assert model["family"] == "sdxl" and model["checkpoint"] is None
+    prefix = model["s3_prefix"]
+    assert model["lora_files"] == [
+        prefix + "pytorch_lora_weights.safetensors",
+        prefix + "demo-subject-sdxl-lora.safetensors",
+    ]
+    copied = workdir / "local-output" / "demo-subject-sdxl"
+    assert (copied / "pytorch_lora_weights.safetensors").is_file()
+    assert json.loads((copied / "dreambooth.json").read_text())["family"] == "sdxl"

@@ -202,7 +202,8 @@ def test_hyperparameter_overrides_are_checked_by_the_trainer_schema():
         ("../../etc", False),
         ("/opt/ml/input/data/model", False),
         ("./models/sd", False),
-        ("sd15", False),
+        ("sd15", True),  # an alias of the family table
+        ("my-sd15", False),
     ],
 )
 def test_base_model_is_a_hugging_face_id_or_a_folder_under_base_models(base_model, ok):
@@ -229,3 +230,55 @@ def test_the_accepted_listing_names_exactly_what_trains_with_etags():
     ]
     assert written["captions"] == [{"key": "uploads/rex/a.jpg.txt", "etag": '"cap"', "size": 5}]
     assert written["skipped"] == [{"file": "c.jpg", "problem": "not an image PIL can read"}]
+
+
+def test_a_full_fine_tune_of_sdxl_fails_validation_naming_the_family():
+    objects = listing(("uploads/rex/a.jpg", 100), ("uploads/rex/b.jpg", 100))
+    report = judge(objects, {}, json.dumps({"base_model": "sdxl", "training_method": "full"}))
+    assert not report.valid
+    assert [p.problem for p in report.problems] == [
+        'job.json: training_method "full": sdxl (Stable Diffusion XL) base models train lora only; set '
+        '"training_method": "lora" or leave it out'
+    ]
+
+
+def test_flux1_dev_on_a_t4_fails_validation_naming_instance_types_that_work():
+    objects = listing(("uploads/rex/a.jpg", 100), ("uploads/rex/b.jpg", 100))
+    report = judge(objects, {}, json.dumps({"base_model": "flux1-dev", "instance_type": "ml.g4dn.xlarge"}))
+    assert not report.valid
+    (problem,) = report.problems
+    assert "flux (FLUX.1) trains in bf16" in problem.problem and "ml.g5.xlarge" in problem.problem
+    assert judge(objects, {}, json.dumps({"base_model": "flux1-dev"})).job.instance_type == "ml.g6.xlarge"
+
+
+def test_a_family_given_by_the_caller_wins_over_the_name():
+    """The adapter read model_index.json of an s3:// base model: its family decides."""
+    objects = listing(("uploads/rex/a.jpg", 100), ("uploads/rex/b.jpg", 100))
+    contents = sort_batch("rex", objects)
+    report = validate_batch(
+        contents,
+        accepted=["a.jpg", "b.jpg"],
+        skipped=[],
+        spec_text=json.dumps({"base_model": "s3://data-bucket/base-models/mine/"}),
+        defaults=DEFAULTS,
+        limits=LIMITS,
+        model_output_s3_uri=OUTPUT,
+        bucket=BUCKET,
+        family="zimage",
+    )
+    assert (report.job.family, report.job.instance_type, report.job.training_method) == (
+        "zimage",
+        "ml.g6.xlarge",
+        "lora",
+    )
+
+
+def test_the_familys_default_resolution_counts_against_the_resolution_limit():
+    objects = listing(("uploads/rex/a.jpg", 100), ("uploads/rex/b.jpg", 100))
+    report = judge(
+        objects,
+        {},
+        json.dumps({"base_model": "sdxl"}),
+        limits=ServiceLimits(max_images=4, max_resolution=768),
+    )
+    assert not report.valid and "resolution 1024 is over" in report.problems[0].problem

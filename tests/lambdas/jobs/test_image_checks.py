@@ -40,3 +40,15 @@ def test_text_named_png_and_heic_get_their_own_advice():
 def test_small_photos_are_measured_upright_after_decoding():
     verdict = judge_image(encoded("PNG", size=(200, 40)), min_side=64)
     assert verdict == "200x40 px is too small: both sides need at least 64 px"
+
+
+def test_a_photo_too_small_for_the_family_says_the_side_and_the_family():
+    verdict = judge_image(
+        encoded("JPEG", size=(400, 300)),
+        min_side=512,
+        side_rule=" for sdxl base models, which train at 1024 px",
+    )
+    assert verdict == (
+        "400x300 px is too small: both sides need at least 512 px"
+        " for sdxl base models, which train at 1024 px"
+    )

@@ -89,3 +89,29 @@ def test_a_model_is_complete_only_with_the_success_marker():
     assert files.complete and files.as_dict()["complete"] is True
     listed = describe_model_files(PREFIX, None, ["model_index.json", "_SUCCESS"], complete=True)
     assert listed.files == ("model_index.json",)  # the marker is not a model file
+
+
+def test_the_training_record_names_the_family_and_every_lora_file():
+    files = manifest(
+        "pytorch_lora_weights.safetensors",
+        "rex-lora.safetensors",
+        "dreambooth.json",
+        "samples/0.png",
+        lora_weight_name="pytorch_lora_weights.safetensors",
+    )
+    record = {"family": "sdxl", "lora_files": ["pytorch_lora_weights.safetensors", "rex-lora.safetensors"]}
+    model = describe_model_files(PREFIX, files, complete=True, record=record)
+    assert model.family == "sdxl"
+    assert model.lora_files == (
+        f"{PREFIX}pytorch_lora_weights.safetensors",
+        f"{PREFIX}rex-lora.safetensors",
+    )
+    assert model.as_dict()["lora_files"] == list(model.lora_files) and model.as_dict()["family"] == "sdxl"
+    assert model.checkpoint is None  # the ComfyUI/WebUI LoRA file is no single-file checkpoint
+
+
+def test_without_a_record_the_one_lora_file_stands_and_no_family_is_invented():
+    files = manifest("pytorch_lora_weights.safetensors", lora_weight_name="pytorch_lora_weights.safetensors")
+    model = describe_model_files(PREFIX, files, complete=True)
+    assert model.family is None
+    assert model.lora_files == (f"{PREFIX}pytorch_lora_weights.safetensors",)

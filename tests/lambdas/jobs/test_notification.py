@@ -133,3 +133,32 @@ def test_skipped_and_ignored_files_are_named_in_the_mail_and_the_payload():
         1,
     )
     assert json.loads(json.loads(message.sns_message())["default"])["training"]["skipped_count"] == 3
+
+
+def test_a_family_lora_mail_names_the_family_and_each_lora_file():
+    model = describe_model_files(
+        PREFIX,
+        {"files": [{"key": "pytorch_lora_weights.safetensors"}, {"key": "my-dog-lora.safetensors"}]},
+        complete=True,
+        record={
+            "family": "flux",
+            "lora_files": ["pytorch_lora_weights.safetensors", "my-dog-lora.safetensors"],
+        },
+    )
+    message = notification.success(FACTS, model)
+    assert "Family:     flux (FLUX.1)" in message.text
+    assert f"LoRA:       {PREFIX}pytorch_lora_weights.safetensors" in message.text
+    assert f"WebUI LoRA: {PREFIX}my-dog-lora.safetensors" in message.text
+    assert message.payload["model"]["family"] == "flux"
+    assert message.payload["model"]["lora_files"] == [
+        f"{PREFIX}pytorch_lora_weights.safetensors",
+        f"{PREFIX}my-dog-lora.safetensors",
+    ]
+
+
+def test_the_jobs_family_stands_in_when_the_record_names_none():
+    from dataclasses import replace
+
+    message = notification.success(replace(FACTS, family="sd"), MODEL)
+    assert "Family:     sd (Stable Diffusion 1.x / 2.x)" in message.text
+    assert message.payload["model"]["family"] == "sd" and message.payload["training"]["family"] == "sd"

@@ -178,3 +178,112 @@ def test_deployment_hyperparameters_follow_the_same_rules_as_job_json():
         JobDefaults(hyperparameters={"model_output_s3_uri": "s3://x/y/"})
     with pytest.raises(ValueError, match="not a JSON object"):
         JobDefaults(hyperparameters="{resolution: 768")
+
+
+# --- The base model's family ---
+
+
+OUTPUT = "s3://data-bucket/models/rex/r1/"
+
+
+def sent(job):
+    hp = training_hyperparameters(job, model_output_s3_uri=OUTPUT, bucket="data-bucket")
+    return hyperparameter_strings(hp)
+
+
+def test_an_sd_job_keeps_the_services_sd_defaults():
+    job = resolve_job("rex", parse_job_spec(None), JobDefaults())
+    assert (job.family, job.training_method, job.max_train_steps) == ("sd", "full", 800)
+    strings = sent(job)
+    assert strings["max_train_steps"] == "800" and strings["training_method"] == "full"
+    assert strings["with_prior_preservation"] == "true"
+
+
+@pytest.mark.parametrize(
+    ("alias", "hub_id", "family", "instance_type"),
+    [
+        ("sdxl", "stabilityai/stable-diffusion-xl-base-1.0", "sdxl", "ml.g4dn.xlarge"),
+        ("flux1-dev", "black-forest-labs/FLUX.1-dev", "flux", "ml.g6.xlarge"),
+        ("z-image", "Tongyi-MAI/Z-Image", "zimage", "ml.g6.xlarge"),
+    ],
+)
+def test_an_alias_resolves_to_its_hub_id_family_instance_and_lora(alias, hub_id, family, instance_type):
+    job = resolve_job("rex", parse_job_spec({"base_model": alias}), JobDefaults())
+    assert (job.base_model, job.family, job.instance_type) == (hub_id, family, instance_type)
+    assert job.training_method == "lora"
+    assert job.max_train_steps is None
+    strings = sent(job)
+    # The trainer fills the family's steps, resolution and learning rate: nothing SD-shaped overrides them.
+    assert "max_train_steps" not in strings and "resolution" not in strings and "learning_rate" not in strings
+    assert strings["training_method"] == "lora"
+    assert strings["pretrained_model_name_or_path"] == hub_id
+
+
+def test_the_deployments_explicit_defaults_win_over_the_familys():
+    defaults = JobDefaults(instance_type="ml.g5.xlarge", max_train_steps=1200, training_method="full")
+    job = resolve_job("rex", parse_job_spec({"base_model": "sdxl"}), defaults)
+    assert (job.instance_type, job.max_train_steps) == ("ml.g5.xlarge", 1200)
+    assert (
+        job.training_method == "lora"
+    )  # a deployment-wide full fine-tune cannot apply to a LoRA-only family
+    job = resolve_job(
+        "rex", parse_job_spec({"base_model": "sdxl", "instance_type": "ml.g6.xlarge"}), defaults
+    )
+    assert job.instance_type == "ml.g6.xlarge"
+
+
+def test_a_deployment_whose_default_base_model_is_an_alias_trains_that_family():
+    job = resolve_job("rex", parse_job_spec(None), JobDefaults(base_model="flux1-dev"))
+    assert (job.family, job.instance_type, job.base_model) == (
+        "flux",
+        "ml.g6.xlarge",
+        "black-forest-labs/FLUX.1-dev",
+    )
+
+
+# --- subject_type ---
+
+
+def test_subject_type_leaves_steps_prior_preservation_and_class_prompt_to_the_trainer():
+    job = resolve_job("rex", parse_job_spec({"subject_type": "pet", "class_word": "dog"}), JobDefaults())
+    assert (job.max_train_steps, job.with_prior_preservation, job.class_prompt) == (None, None, None)
+    strings = sent(job)
+    assert strings["subject_type"] == "pet"
+    assert not {"max_train_steps", "with_prior_preservation", "class_prompt"} & set(strings)
+    # The trainer's pet profile preserves the prior with its class prompt: the shared class images follow it.
+    assert job.effective_prior_preservation() == (True, "a photo of a pet")
+    hp = training_hyperparameters(job, model_output_s3_uri=OUTPUT, bucket="data-bucket")
+    assert hp.class_images_output_s3_uri and hp.class_images_output_s3_uri.startswith(
+        "s3://data-bucket/class-images/"
+    )
+
+
+def test_subject_type_with_explicit_values_sends_exactly_those():
+    spec = parse_job_spec(
+        {
+            "subject_type": "object",
+            "max_train_steps": 300,
+            "with_prior_preservation": True,
+            "class_word": "toy",
+        }
+    )
+    job = resolve_job("rex", spec, JobDefaults())
+    strings = sent(job)
+    assert (strings["max_train_steps"], strings["with_prior_preservation"]) == ("300", "true")
+    # Prior preservation asked for without a class prompt: the job's class word writes it.
+    assert strings["class_prompt"] == "a photo of toy"
+    assert job.effective_prior_preservation() == (True, "a photo of toy")
+
+
+def test_subject_type_is_a_job_json_field_not_a_hyperparameter():
+    with pytest.raises(JobSpecError, match='set \\\\"subject_type\\\\" instead|set "subject_type" instead'):
+        parse_job_spec({"hyperparameters": {"subject_type": "pet"}})
+    with pytest.raises(JobSpecError, match="subject_type"):
+        parse_job_spec({"subject_type": "car"})
+
+
+def test_subject_type_person_on_a_lora_only_family_keeps_the_text_encoder_frozen():
+    job = resolve_job("rex", parse_job_spec({"subject_type": "person", "base_model": "sdxl"}), JobDefaults())
+    assert sent(job)["train_text_encoder"] == "false"
+    sd_job = resolve_job("rex", parse_job_spec({"subject_type": "person"}), JobDefaults())
+    assert "train_text_encoder" not in sent(sd_job)

@@ -101,3 +101,28 @@ def test_tags_name_the_job_and_run_in_characters_sagemaker_accepts():
 @pytest.mark.parametrize("text", ["a/b:c=d+e-f@g h_i.j", "日本の猫"])
 def test_allowed_tag_characters_pass_unchanged(text):
     assert tag_value(text) == text
+
+
+@pytest.mark.parametrize(
+    ("base_model", "volume_gb", "instance_type"),
+    [
+        (None, 50, "ml.g4dn.xlarge"),
+        ("sdxl", 50, "ml.g4dn.xlarge"),
+        ("flux1-dev", 100, "ml.g6.xlarge"),
+        ("z-image", 100, "ml.g6.xlarge"),
+    ],
+)
+def test_volume_and_instance_follow_the_base_models_family(base_model, volume_gb, instance_type):
+    _, _, request = request_for(JobSpec(base_model=base_model))
+    assert request["ResourceConfig"]["VolumeSizeInGB"] == volume_gb
+    assert request["ResourceConfig"]["InstanceType"] == instance_type
+
+
+def test_a_family_job_sends_no_sd_step_count_and_trains_lora():
+    _, _, request = request_for(JobSpec(base_model="sdxl"))
+    sent = request["HyperParameters"]
+    assert "max_train_steps" not in sent and sent["training_method"] == "lora"
+    assert (
+        parse_hyperparameters(sent).pretrained_model_name_or_path
+        == "stabilityai/stable-diffusion-xl-base-1.0"
+    )

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import BaseModelError
+from ..family_table import FamilyDefaults  # noqa: F401  (re-exported: families.FamilyDefaults)
 from ..hyperparameters import TrainingHyperparameters
 from ..model_loading import BaseModelSource
 
@@ -26,20 +27,6 @@ log = logging.getLogger(__name__)
 LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"  # diffusers/PEFT naming, read by load_lora_weights
 # What a family's export returns for the training record (plus lora_files: every LoRA file written).
 RECORD_FILE_FIELDS = ("kind", "lora_weight_name", "single_file_name")
-
-
-@dataclass(frozen=True)
-class FamilyDefaults:
-    """What a job gets when it does not say otherwise (the service reads these through the registry)."""
-
-    resolution: int
-    max_train_steps: int
-    learning_rate: float
-    lora_rank: int
-    lora_alpha: int
-    instance_type: str
-    min_image_side: int
-    mixed_precision: str
 
 
 @dataclass

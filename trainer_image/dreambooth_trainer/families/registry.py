@@ -11,95 +11,41 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import BaseModelError
+from ..family_table import (  # the data lives in family_table (pure: the Lambdas read it too)
+    ALIASES,
+    FAMILIES,
+    BaseModelAlias,
+    FamilyDefaults,
+    FamilyEntry,
+    family_of_pipeline_class,
+    family_of_weight_names,
+    pipeline_class_names,
+    resolve_alias,
+)
 from ..model_loading import BaseModelSource
-from .base import FamilyDefaults, ModelFamily
+from .base import ModelFamily
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class FamilyEntry:
-    name: str
-    pipeline_class_names: tuple[str, ...]
-    single_file_markers: tuple[str, ...]  # a weight name starting with one of these means this family
-    defaults: FamilyDefaults
-    description: str
-
-
-@dataclass(frozen=True)
-class BaseModelAlias:
-    alias: str
-    hub_id: str
-    family: str
-    licence: str
-    commercial_use: bool
-
-
-# Markers are checked in table order: SDXL before SD (both have model.diffusion_model.* UNet keys).
-FAMILIES: dict[str, FamilyEntry] = {
-    entry.name: entry
-    for entry in (
-        FamilyEntry(
-            "sdxl",
-            ("StableDiffusionXLPipeline",),
-            ("conditioner.embedders.1.",),
-            FamilyDefaults(1024, 500, 1e-4, 16, 16, "ml.g4dn.xlarge", 512, "fp16"),
-            "Stable Diffusion XL (UNet, two CLIP text encoders)",
-        ),
-        FamilyEntry(
-            "sd",
-            ("StableDiffusionPipeline",),
-            ("cond_stage_model.", "model.diffusion_model.input_blocks."),
-            FamilyDefaults(512, 400, 1e-4, 4, 4, "ml.g4dn.xlarge", 64, "fp16"),
-            "Stable Diffusion 1.x / 2.x",
-        ),
-        FamilyEntry(
-            "flux",
-            ("FluxPipeline",),
-            ("double_blocks.0.", "model.diffusion_model.double_blocks.0."),
-            FamilyDefaults(512, 500, 1e-4, 16, 16, "ml.g6.xlarge", 512, "bf16"),
-            "FLUX.1 (rectified-flow MMDiT, CLIP + T5)",
-        ),
-        FamilyEntry(
-            "zimage",
-            ("ZImagePipeline",),
-            ("context_refiner.0.", "model.diffusion_model.context_refiner.0."),
-            FamilyDefaults(1024, 500, 1e-4, 16, 16, "ml.g6.xlarge", 512, "bf16"),
-            "Z-Image (single-stream DiT, Qwen3 text encoder)",
-        ),
-    )
-}
-
-# Hub ids without a revision: no network here to read the commit each points to; pin one when deploying.
-ALIASES: dict[str, BaseModelAlias] = {
-    alias.alias: alias
-    for alias in (
-        BaseModelAlias(
-            "sd15", "stable-diffusion-v1-5/stable-diffusion-v1-5", "sd", "CreativeML OpenRAIL-M", True
-        ),
-        BaseModelAlias(
-            "sdxl", "stabilityai/stable-diffusion-xl-base-1.0", "sdxl", "CreativeML OpenRAIL++-M", True
-        ),
-        BaseModelAlias(
-            "flux1-dev",
-            "black-forest-labs/FLUX.1-dev",
-            "flux",
-            "FLUX.1 [dev] Non-Commercial License (no commercial use of the model or its outputs' service)",
-            False,
-        ),
-        BaseModelAlias("z-image", "Tongyi-MAI/Z-Image", "zimage", "Apache-2.0", True),
-    )
-}
-
-
-def resolve_alias(base_model: str) -> str:
-    """A short alias (`sdxl`, `flux1-dev`, …) -> its Hub id; anything else unchanged."""
-    alias = ALIASES.get(base_model.strip().lower())
-    return alias.hub_id if alias else base_model
+__all__ = [
+    "ALIASES",
+    "FAMILIES",
+    "BaseModelAlias",
+    "FamilyDefaults",
+    "FamilyEntry",
+    "default_instance_type",
+    "family_defaults",
+    "family_entry",
+    "family_from_model_index",
+    "family_from_weight_names",
+    "family_of_base_model",
+    "get_family",
+    "min_image_side",
+    "resolve_alias",
+]
 
 
 def family_entry(name: str) -> FamilyEntry:
@@ -124,20 +70,19 @@ def default_instance_type(name: str) -> str:
 
 def family_from_model_index(model_index: dict) -> str:
     class_name = model_index.get("_class_name", "")
-    for entry in FAMILIES.values():
-        if class_name in entry.pipeline_class_names:
-            return entry.name
-    known = ", ".join(name for entry in FAMILIES.values() for name in entry.pipeline_class_names)
+    family = family_of_pipeline_class(class_name)
+    if family is not None:
+        return family
+    known = ", ".join(pipeline_class_names())
     raise BaseModelError(
         f"base model pipeline {class_name or '(no _class_name)'} is not a supported family ({known})"
     )
 
 
 def family_from_weight_names(names: Iterable[str]) -> str:
-    names = list(names)
-    for entry in FAMILIES.values():
-        if any(name.startswith(entry.single_file_markers) for name in names):
-            return entry.name
+    family = family_of_weight_names(list(names))
+    if family is not None:
+        return family
     raise BaseModelError(
         "the single-file checkpoint's weights match no supported family (SD 1.x/2.x, SDXL, FLUX.1, Z-Image); "
         "use a diffusers folder or a checkpoint of one of these"

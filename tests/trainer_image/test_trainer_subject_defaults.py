@@ -110,6 +110,18 @@ def test_explicit_values_win_over_the_subject_type() -> None:
     assert no_prior.with_prior_preservation is False and no_prior.class_prompt is None
 
 
+def test_a_family_with_frozen_text_encoders_never_gets_text_encoder_training_from_a_subject() -> None:
+    hp = parse_hyperparameters(
+        {"subject_type": "person", "training_method": "lora", "instance_prompt": "a sks man"}
+    )
+    sd, _ = apply_subject_defaults(hp, 5)
+    assert sd.train_text_encoder is True  # the person profile trains the text encoder where it can
+    flux, lines = apply_subject_defaults(hp, 5, text_encoder_trainable=False)
+    assert flux.train_text_encoder is False
+    assert not any("train_text_encoder" in line for line in lines)
+    assert flux.max_train_steps == sd.max_train_steps  # the rest of the profile still applies
+
+
 def test_prior_preservation_without_a_class_prompt_needs_a_subject_with_a_template() -> None:
     hp, _ = _resolved({"subject_type": "person", "with_prior_preservation": "true"})
     assert hp.class_prompt == "a photo of a person"

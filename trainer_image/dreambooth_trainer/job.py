@@ -226,12 +226,6 @@ def run_job(
     instance, skipped = load_images(instance_dirs, hp.resolution, hp.center_crop, hp.seed)
     require_images(instance, skipped, instance_dirs, hp.min_instance_images, "instance")
     log.info("instance images: %d usable, %d skipped", len(instance), len(skipped))
-    # Defaults that depend on the method, the subject and the photo count; then what the GPU can hold.
-    hp, defaults = apply_subject_defaults(hp, len(instance))
-    hp, changes = apply_vram_presets(hp, detect_vram_gb())
-    for line in defaults + changes:
-        log.info(line)
-
     stop.phase = "loading the base model"
     hp = hp.model_copy(
         update={"pretrained_model_name_or_path": resolve_alias(hp.pretrained_model_name_or_path)}
@@ -239,6 +233,13 @@ def run_job(
     source = resolve_base_model(hp, paths)
     family = get_family(family_of_base_model(source))
     log.info("base model family: %s", family.name)
+    # Defaults that depend on the method, the subject and the photo count; then what the GPU can hold.
+    hp, defaults = apply_subject_defaults(
+        hp, len(instance), text_encoder_trainable=bool(family.text_encoder_lora_targets)
+    )
+    hp, changes = apply_vram_presets(hp, detect_vram_gb())
+    for line in defaults + changes:
+        log.info(line)
     hp, family_changes = family.apply_defaults(hp)
     for line in family_changes:
         log.info(line)

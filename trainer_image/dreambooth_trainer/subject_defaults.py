@@ -84,9 +84,12 @@ PROFILES: dict[str, SubjectProfile] = {
 
 
 def apply_subject_defaults(
-    hp: TrainingHyperparameters, num_instance_images: int
+    hp: TrainingHyperparameters, num_instance_images: int, *, text_encoder_trainable: bool = True
 ) -> tuple[TrainingHyperparameters, list[str]]:
-    """The settings with method and subject defaults filled in, and one line per value chosen."""
+    """The settings with method and subject defaults filled in, and one line per value chosen.
+
+    ``text_encoder_trainable`` False (a family whose text encoders stay frozen): the profile's text-encoder
+    training is not applied, so a subject type never turns on what the family refuses."""
     explicit = hp.model_fields_set
     profile = PROFILES.get(hp.subject_type) if hp.subject_type else None
     source = f"subject_type={hp.subject_type}" if profile else f"training_method={hp.training_method}"
@@ -101,7 +104,8 @@ def apply_subject_defaults(
             f"{source}: {profile.steps_per_image} per image x {num_instance_images} image(s),"
             f" within {MIN_STEPS}-{MAX_STEPS}",
         )
-        wanted["train_text_encoder"] = (profile.train_text_encoder, source)
+        if text_encoder_trainable:
+            wanted["train_text_encoder"] = (profile.train_text_encoder, source)
         wanted["with_prior_preservation"] = (profile.with_prior_preservation, source)
     prior = (
         hp.with_prior_preservation

@@ -16,8 +16,6 @@ from typing import Any, ClassVar
 
 import torch
 
-from ..hyperparameters import TrainingHyperparameters
-from ..model_loading import BaseModelSource
 from .base import (
     LORA_WEIGHT_NAME,
     FamilyModel,
@@ -25,16 +23,14 @@ from .base import (
     PromptEmbeddings,
     adapter_state,
     comfyui_lora_state,
-    export_lora_record,
     flow_matching_loss,
     flow_matching_pair,
-    load_pipeline,
     lora_alpha_of,
     render_image,
     sample_flow_timesteps,
     save_safetensors,
 )
-from .rules import apply_family_defaults, check_gpu_precision
+from .flow import FlowMatchingLoraFamily
 from .sd import vae_latent_stats, vae_model_input
 
 # The reference script's default: attention projections of both block kinds (the single blocks' to_out is
@@ -51,46 +47,15 @@ FLUX_LORA_TARGETS = (
 )
 
 
-class FluxFamily:
+class FluxFamily(FlowMatchingLoraFamily):
     name: ClassVar[str] = "flux"
     pipeline_class_names: ClassVar[tuple[str, ...]] = ("FluxPipeline",)
+    transformer_class_name: ClassVar[str] = "FluxTransformer2DModel"
     lora_targets: ClassVar[tuple[str, ...]] = FLUX_LORA_TARGETS
-    training_methods: ClassVar[tuple[str, ...]] = ("lora",)
-    text_encoder_lora_targets: ClassVar[tuple[str, ...]] = ()
-    aspect_buckets: ClassVar[bool] = True
 
-    def __init__(
-        self,
-        *,
-        guidance_scale: float = 3.5,
-        max_sequence_length: int = 512,
-        weighting_scheme: str = "none",
-        logit_mean: float = 0.0,
-        logit_std: float = 1.0,
-        mode_scale: float = 1.29,
-    ) -> None:
+    def __init__(self, *, guidance_scale: float = 3.5, **density: Any) -> None:
+        super().__init__(**density)
         self.guidance_scale = guidance_scale
-        self.max_sequence_length = max_sequence_length
-        self.weighting_scheme = weighting_scheme
-        self.density = {"logit_mean": logit_mean, "logit_std": logit_std, "mode_scale": mode_scale}
-
-    def load(self, source: BaseModelSource) -> FamilyModel:
-        from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
-
-        pipe = load_pipeline(FluxPipeline, source, FluxTransformer2DModel)
-        scheduler = FlowMatchEulerDiscreteScheduler.from_config(pipe.scheduler.config)
-        return FamilyModel(self.name, pipe, source, scheduler)
-
-    def apply_defaults(self, hp: TrainingHyperparameters) -> tuple[TrainingHyperparameters, list[str]]:
-        return apply_family_defaults(hp, self.name)
-
-    def check(self, model: FamilyModel, hp: TrainingHyperparameters) -> None:
-        check_gpu_precision(self.name, hp)
-
-    def export(
-        self, model: FamilyModel, result: Any, hp: TrainingHyperparameters, out_dir: Path
-    ) -> dict[str, Any]:
-        return export_lora_record(self, model, hp, out_dir)
 
     def encode_prompts(
         self, model: FamilyModel, prompts: list[str], device: torch.device

@@ -21,8 +21,6 @@ from typing import Any, ClassVar
 
 import torch
 
-from ..hyperparameters import TrainingHyperparameters
-from ..model_loading import BaseModelSource
 from .base import (
     LORA_WEIGHT_NAME,
     FamilyModel,
@@ -30,59 +28,24 @@ from .base import (
     PromptEmbeddings,
     adapter_state,
     comfyui_lora_state,
-    export_lora_record,
     flow_matching_loss,
     flow_matching_pair,
-    load_pipeline,
     lora_alpha_of,
     render_image,
     sample_flow_timesteps,
     save_safetensors,
 )
-from .rules import apply_family_defaults, check_gpu_precision
+from .flow import FlowMatchingLoraFamily
 from .sd import vae_latent_stats, vae_model_input
 
 ZIMAGE_LORA_TARGETS = ("to_k", "to_q", "to_v", "to_out.0")  # the reference script's default
 
 
-class ZImageFamily:
+class ZImageFamily(FlowMatchingLoraFamily):
     name: ClassVar[str] = "zimage"
     pipeline_class_names: ClassVar[tuple[str, ...]] = ("ZImagePipeline",)
+    transformer_class_name: ClassVar[str] = "ZImageTransformer2DModel"
     lora_targets: ClassVar[tuple[str, ...]] = ZIMAGE_LORA_TARGETS
-    training_methods: ClassVar[tuple[str, ...]] = ("lora",)
-    text_encoder_lora_targets: ClassVar[tuple[str, ...]] = ()
-    aspect_buckets: ClassVar[bool] = True
-
-    def __init__(
-        self,
-        *,
-        max_sequence_length: int = 512,
-        weighting_scheme: str = "none",
-        logit_mean: float = 0.0,
-        logit_std: float = 1.0,
-        mode_scale: float = 1.29,
-    ) -> None:
-        self.max_sequence_length = max_sequence_length
-        self.weighting_scheme = weighting_scheme
-        self.density = {"logit_mean": logit_mean, "logit_std": logit_std, "mode_scale": mode_scale}
-
-    def load(self, source: BaseModelSource) -> FamilyModel:
-        from diffusers import FlowMatchEulerDiscreteScheduler, ZImagePipeline, ZImageTransformer2DModel
-
-        pipe = load_pipeline(ZImagePipeline, source, ZImageTransformer2DModel)
-        scheduler = FlowMatchEulerDiscreteScheduler.from_config(pipe.scheduler.config)
-        return FamilyModel(self.name, pipe, source, scheduler)
-
-    def apply_defaults(self, hp: TrainingHyperparameters) -> tuple[TrainingHyperparameters, list[str]]:
-        return apply_family_defaults(hp, self.name)
-
-    def check(self, model: FamilyModel, hp: TrainingHyperparameters) -> None:
-        check_gpu_precision(self.name, hp)
-
-    def export(
-        self, model: FamilyModel, result: Any, hp: TrainingHyperparameters, out_dir: Path
-    ) -> dict[str, Any]:
-        return export_lora_record(self, model, hp, out_dir)
 
     def encode_prompts(
         self, model: FamilyModel, prompts: list[str], device: torch.device

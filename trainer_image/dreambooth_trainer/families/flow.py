@@ -1,0 +1,56 @@
+"""What the flow-matching LoRA families (FLUX.1, Z-Image) share: LoRA on the transformer only, aspect
+buckets, the density options of the timestep sampling, loading, defaults, GPU checks and export. Each family
+module adds what is its own: prompt encoding, latent packing, the noise/prediction conventions, rendering."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+from ..hyperparameters import TrainingHyperparameters
+from ..model_loading import BaseModelSource
+from .base import FamilyModel, export_lora_record, load_pipeline
+from .rules import apply_family_defaults, check_gpu_precision
+
+
+class FlowMatchingLoraFamily:
+    name: ClassVar[str]
+    pipeline_class_names: ClassVar[tuple[str, ...]]
+    transformer_class_name: ClassVar[str]  # diffusers' transformer class of the family
+    lora_targets: ClassVar[tuple[str, ...]]
+    training_methods: ClassVar[tuple[str, ...]] = ("lora",)
+    text_encoder_lora_targets: ClassVar[tuple[str, ...]] = ()
+    aspect_buckets: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        *,
+        max_sequence_length: int = 512,
+        weighting_scheme: str = "none",
+        logit_mean: float = 0.0,
+        logit_std: float = 1.0,
+        mode_scale: float = 1.29,
+    ) -> None:
+        self.max_sequence_length = max_sequence_length
+        self.weighting_scheme = weighting_scheme
+        self.density = {"logit_mean": logit_mean, "logit_std": logit_std, "mode_scale": mode_scale}
+
+    def load(self, source: BaseModelSource) -> FamilyModel:
+        import diffusers
+
+        pipeline_class = getattr(diffusers, self.pipeline_class_names[0])
+        transformer_class = getattr(diffusers, self.transformer_class_name)
+        pipe = load_pipeline(pipeline_class, source, transformer_class)
+        scheduler = diffusers.FlowMatchEulerDiscreteScheduler.from_config(pipe.scheduler.config)
+        return FamilyModel(self.name, pipe, source, scheduler)
+
+    def apply_defaults(self, hp: TrainingHyperparameters) -> tuple[TrainingHyperparameters, list[str]]:
+        return apply_family_defaults(hp, self.name)
+
+    def check(self, model: FamilyModel, hp: TrainingHyperparameters) -> None:
+        check_gpu_precision(self.name, hp)
+
+    def export(
+        self, model: FamilyModel, result: Any, hp: TrainingHyperparameters, out_dir: Path
+    ) -> dict[str, Any]:
+        return export_lora_record(self, model, hp, out_dir)

@@ -2,9 +2,7 @@
 
 from datetime import UTC, datetime
 
-import boto3
 import pytest
-from moto import mock_aws
 
 from lambdas.jobs import batch_state
 from lambdas.pipeline.runs_table import AlreadySeen, Conflict, JobsTable
@@ -13,22 +11,8 @@ TOKEN = batch_state.object_token("uploads/rex/a.jpg", "etag", datetime(2026, 11,
 
 
 @pytest.fixture
-def table():
-    with mock_aws():
-        dynamodb = boto3.client("dynamodb", region_name="us-east-1")
-        dynamodb.create_table(
-            TableName="jobs",
-            KeySchema=[
-                {"AttributeName": "pk", "KeyType": "HASH"},
-                {"AttributeName": "sk", "KeyType": "RANGE"},
-            ],
-            AttributeDefinitions=[
-                {"AttributeName": "pk", "AttributeType": "S"},
-                {"AttributeName": "sk", "AttributeType": "S"},
-            ],
-            BillingMode="PAY_PER_REQUEST",
-        )
-        yield JobsTable("jobs", dynamodb)
+def table(jobs_dynamodb):
+    return JobsTable("jobs", jobs_dynamodb)
 
 
 CONTENT = batch_state.content_token("uploads/rex/a.jpg", "etag")

@@ -2,9 +2,7 @@
 
 import json
 
-import boto3
 import pytest
-from moto import mock_aws
 
 from lambdas.jobs import training_slots as ts
 from lambdas.pipeline.training_slots import TrainingSlots
@@ -16,22 +14,8 @@ NOW = 1_800_000_000_000  # ms
 
 
 @pytest.fixture
-def slots():
-    with mock_aws():
-        dynamodb = boto3.client("dynamodb", region_name="us-east-1")
-        dynamodb.create_table(
-            TableName="jobs",
-            KeySchema=[
-                {"AttributeName": "pk", "KeyType": "HASH"},
-                {"AttributeName": "sk", "KeyType": "RANGE"},
-            ],
-            AttributeDefinitions=[
-                {"AttributeName": "pk", "AttributeType": "S"},
-                {"AttributeName": "sk", "AttributeType": "S"},
-            ],
-            BillingMode="PAY_PER_REQUEST",
-        )
-        yield TrainingSlots("jobs", dynamodb)
+def slots(jobs_dynamodb):
+    return TrainingSlots("jobs", jobs_dynamodb)
 
 
 def ask(slots, run, now=NOW, ticket=None, limit=LIMIT):

@@ -162,6 +162,9 @@ class JobService:
             result.imported_images = fetched.image_count
             result.skipped = fetched.skipped
         else:
+            # The client uploads through the targets, then calls /start: its batch must not start on a pause
+            # longer than the quiet period while the targets are still valid.
+            self.runs.hold_batch(job.job_name, created + self.settings.upload_expiry_seconds * 1000)
             result.uploads = self.upload_targets(job)
         return 201, result
 
@@ -439,6 +442,7 @@ class JobService:
                 client("sagemaker").stop_training_job(TrainingJobName=run["training_job_name"])
         moment = now_ms()
         self.runs.close_batch(job.job_name, run_id, moment)
+        self.runs.release_hold(job.job_name)
         free_run(job.job_name, run_id, pipeline)  # at once, not only when EventBridge reports the abort
         why = failures.Failure(
             failures.TRAINING_STOPPED,

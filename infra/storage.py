@@ -95,7 +95,8 @@ class Storage(Construct):
             server_access_logs_prefix="data-bucket/",
             cors=[
                 s3.CorsRule(
-                    allowed_methods=[s3.HttpMethods.PUT, s3.HttpMethods.GET],
+                    # POST: the HTTP API's presigned upload targets, usable from a browser too.
+                    allowed_methods=[s3.HttpMethods.PUT, s3.HttpMethods.POST, s3.HttpMethods.GET],
                     allowed_origins=["*"],
                     allowed_headers=["*"],
                     max_age=3000,

@@ -19,6 +19,9 @@ from datetime import datetime
 
 JOB_PREFIX = "JOB#"
 BATCH_SK = "BATCH"
+# Set by the HTTP API for a job whose client uploads through presigned targets and commits with /start:
+# until it expires, the quiet period alone does not start the batch (a slow client is not cut short).
+HOLD_SK = "HOLD"
 RUN_PREFIX = "RUN#"
 SEEN_PREFIX = "SEEN#"
 
@@ -89,8 +92,10 @@ def batch_readiness(
     committed: bool,
     quiet_period_seconds: int,
     commit_settle_seconds: int,
+    held_until_ms: int | None = None,
 ) -> Readiness:
-    """A batch is ready when job.json committed it and uploads settled, or when it has been quiet.
+    """A batch is ready when job.json committed it and uploads settled, or when it has been quiet (and no
+    hold keeps it open: an uncommitted batch under a hold waits until the hold's end, then for quiet).
 
     ``wait_seconds`` is how long the state machine should sleep before asking again: at most a sixth
     of the quiet period, so a job.json that arrives meanwhile is noticed soon, and at least 1 s.
@@ -98,6 +103,8 @@ def batch_readiness(
     idle_ms = now_ms - last_activity_ms
     needed_s = min(commit_settle_seconds, quiet_period_seconds) if committed else quiet_period_seconds
     remaining_ms = needed_s * 1000 - idle_ms
+    if not committed and held_until_ms is not None:
+        remaining_ms = max(remaining_ms, held_until_ms - now_ms)
     if remaining_ms <= 0:
         return Readiness(ready=True, wait_seconds=0)
     poll_s = max(1, quiet_period_seconds // POLLS_PER_QUIET_PERIOD)

@@ -41,6 +41,7 @@ def check_batch(job_name: str, run_id: str, settings: PipelineSettings) -> dict[
         committed=batch.committed,
         quiet_period_seconds=settings.defaults.quiet_period_seconds,
         commit_settle_seconds=settings.defaults.commit_settle_seconds,
+        held_until_ms=None if batch.committed else table.held_until_ms(job_name),
     )
     if not readiness.ready:
         return {"ready": False, "wait_seconds": readiness.wait_seconds}

@@ -64,6 +64,26 @@ class JobsTable:
             execution_started=item["execution_started"]["BOOL"],
         )
 
+    def hold_batch(self, job_name: str, until_ms: int) -> None:
+        """Keep the job's uncommitted batch open until ``until_ms`` (batch_state.HOLD_SK)."""
+        self.db.put_item(
+            TableName=self.name,
+            Item={
+                **self._key(job_name, bs.HOLD_SK),
+                "until_ms": _n(until_ms),
+                "expires_at": _n(until_ms // 1000 + bs.SEEN_TTL_SECONDS),
+            },
+        )
+
+    def release_hold(self, job_name: str) -> None:
+        self.db.delete_item(TableName=self.name, Key=self._key(job_name, bs.HOLD_SK))
+
+    def held_until_ms(self, job_name: str) -> int | None:
+        item = self.db.get_item(
+            TableName=self.name, Key=self._key(job_name, bs.HOLD_SK), ConsistentRead=True
+        ).get("Item")
+        return int(item["until_ms"]["N"]) if item else None
+
     def get_run(self, job_name: str, run_id: str) -> dict[str, Any] | None:
         item = self.db.get_item(
             TableName=self.name, Key=self._key(job_name, bs.run_sk(run_id)), ConsistentRead=True

@@ -58,3 +58,8 @@ def test_retention_knobs_come_from_context():
     assert rules["ExpireUploads"]["ExpirationInDays"] == 90
     assert rules["ExpireCheckpoints"]["ExpirationInDays"] == 3
     assert rules["ExpireNoncurrentVersions"]["NoncurrentVersionExpiration"] == {"NoncurrentDays": 14}
+
+
+def test_browsers_may_post_to_the_apis_presigned_upload_targets(stack_artifact):
+    (rule,) = data_bucket(stack_artifact.template)["CorsConfiguration"]["CorsRules"]
+    assert "POST" in rule["AllowedMethods"]

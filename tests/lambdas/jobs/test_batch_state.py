@@ -5,13 +5,14 @@ import pytest
 from lambdas.jobs.batch_state import batch_readiness, object_token
 
 
-def readiness(idle_s: float, committed: bool = False, quiet: int = 60, settle: int = 5):
+def readiness(idle_s: float, committed: bool = False, quiet: int = 60, settle: int = 5, held_s=None):
     return batch_readiness(
         now_ms=int(1_000_000 + idle_s * 1000),
         last_activity_ms=1_000_000,
         committed=committed,
         quiet_period_seconds=quiet,
         commit_settle_seconds=settle,
+        held_until_ms=None if held_s is None else 1_000_000 + held_s * 1000,
     )
 
 
@@ -30,6 +31,15 @@ def test_job_json_commits_after_uploads_settle_not_after_the_quiet_period():
     assert readiness(0, committed=True).wait_seconds == 5
     assert readiness(5, committed=True).ready is True
     assert readiness(0, committed=True, settle=0).ready is True
+
+
+def test_a_hold_keeps_an_uncommitted_batch_open_past_the_quiet_period_until_it_ends():
+    assert readiness(60, held_s=900).ready is False
+    assert readiness(60, held_s=900).wait_seconds == 10  # still polled, so a commit is noticed soon
+    assert readiness(895, held_s=900).wait_seconds == 5
+    assert readiness(900, held_s=900).ready is True  # quiet for 60 s and the hold is over
+    assert readiness(30, held_s=20).ready is False  # after the hold, the quiet period still applies
+    assert readiness(5, committed=True, held_s=900).ready is True  # job.json (/start) commits at once
 
 
 def test_settling_never_waits_longer_than_the_quiet_period():

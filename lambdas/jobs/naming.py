@@ -37,10 +37,8 @@ def job_slug(job_name: str, max_length: int = 40) -> str:
     The slug alone when it *is* the name; otherwise slug + hash of the original, so two different
     names never share a slug. Truncated names always carry the hash for the same reason.
     """
-    if not job_name:
-        raise ValueError("a job name must not be empty")
     slug = slugify(job_name)
-    if slug == job_name and len(slug) <= max_length:
+    if slug and slug == job_name and len(slug) <= max_length:
         return slug
     digest = name_hash(job_name)
     head = slug[: max_length - len(digest) - 1].strip("-") if slug else "job"
@@ -79,7 +77,10 @@ def validate_job_name(job_name: str) -> str:
     """
     shown = _shown(job_name)
     if not job_name or not job_name.strip():
-        raise ValueError(f"the upload folder name {shown} is empty or blank: {_RENAME}")
+        raise ValueError(
+            f"the upload folder name {shown} is empty or blank (photos must sit in a folder named after the "
+            f"job, one level under uploads/): {_RENAME}"
+        )
     if job_name in {".", ".."}:
         raise ValueError(f"the upload folder name {shown} is not a folder name: {_RENAME}")
     if "/" in job_name:

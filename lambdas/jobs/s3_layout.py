@@ -158,12 +158,16 @@ def decode_event_key(raw_key: str) -> str:
 
 
 def parse_upload_key(key: str) -> UploadedObject | None:
-    """Which job an (already decoded) key belongs to, or None when it is not under ``uploads/<job>/``."""
+    """Which job an (already decoded) key belongs to, or None when it is not under ``uploads/``.
+
+    A key without a usable folder (``uploads//x.jpg``, ``uploads/x.jpg``) has the empty job name: it opens a
+    run like any other, which fails with a notification saying where photos go, never a silent drop.
+    """
     if not key.startswith(UPLOADS_ROOT):
         return None
     job_name, sep, relative = key[len(UPLOADS_ROOT) :].partition("/")
-    if not job_name or not sep:
-        return None
+    if not sep:  # a file straight under uploads/: it belongs to no job; reported as the empty folder name
+        return UploadedObject(job_name="", relative_path=job_name)
     return UploadedObject(job_name=job_name, relative_path=relative)
 
 

@@ -149,6 +149,20 @@ def test_an_unusable_job_folder_gets_one_json_failure_saying_what_to_rename(
     assert requests_for(aws, folder) == []
 
 
+def test_photos_without_a_job_folder_get_a_failure_saying_where_photos_go(aws, subscriber, no_runner):
+    s3 = aws.boto3_client("s3")
+    with aws.held_upload_events():
+        s3.put_object(Bucket=aws.bucket, Key="uploads//a.jpg", Body=jpeg(1))  # an empty folder name
+        s3.put_object(Bucket=aws.bucket, Key="uploads/b.jpg", Body=jpeg(2))  # no folder at all
+    (execution,) = aws.wait_for_runs("")
+    assert execution["status"] == "FAILED"
+    (message,) = subscriber.messages("")
+    failure = message["payload"]["failure"]
+    assert failure["kind"] == failures.INVALID_JOB_NAME
+    assert "is empty or blank" in failure["reason"] and "uploads/my-dog/" in failure["reason"]
+    assert requests_for(aws, "") == []
+
+
 def test_jobs_over_the_deployment_limits_are_refused_naming_each_limit(aws, subscriber, no_runner):
     spec = {
         "instance_type": "ml.p5.48xlarge",

@@ -78,9 +78,19 @@ def test_event_keys_decode_to_job_and_relative_path(raw, job, relative):
     assert uploaded == s3_layout.UploadedObject(job_name=job, relative_path=relative)
 
 
-@pytest.mark.parametrize("key", ["models/rex/a.jpg", "uploads/", "uploads/rex", "class-images/x/1.png"])
+@pytest.mark.parametrize("key", ["models/rex/a.jpg", "upload/rex/a.jpg", "class-images/x/1.png"])
 def test_keys_outside_a_job_upload_folder_are_not_uploads(key):
     assert s3_layout.parse_upload_key(key) is None
+
+
+@pytest.mark.parametrize(
+    ("key", "relative", "ignored"),
+    [("uploads//a.jpg", "a.jpg", False), ("uploads/a.jpg", "a.jpg", False), ("uploads/", "", True)],
+)
+def test_uploads_without_a_job_folder_belong_to_the_empty_job_name(key, relative, ignored):
+    uploaded = s3_layout.parse_upload_key(key)
+    assert uploaded == s3_layout.UploadedObject(job_name="", relative_path=relative)
+    assert uploaded.is_ignored is ignored
 
 
 @pytest.mark.parametrize(

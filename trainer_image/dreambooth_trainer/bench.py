@@ -1,4 +1,4 @@
-"""GPU benchmark: SD 1.5's architecture with random weights, trained by the real loop, per preset and naive.
+"""GPU benchmark: SD 1.5 per preset and naive, and each family's LoRA, random weights, the real loop.
 
 One command, no downloads: `python -m dreambooth_trainer.bench` (or `make gpu-bench`). It builds an SD 1.5
 model from its configs (offline_fixtures.sd15_configs) into a temporary folder, then runs each preset in a
@@ -15,6 +15,10 @@ warm-up), peak allocated and reserved GPU memory (torch.cuda.max_memory_*), time
 call of train() to the end of step 1: moving the model, caching latents and prompts, the first step), and
 the seconds and bytes of the one checkpoint saved mid-run. Without CUDA it runs the tiny test model at 64 px
 so CI proves the whole path; those figures say nothing about a GPU.
+
+Then each model family (`--families`, default all: SDXL at 1024 px, FLUX.1-dev at 512 px with NF4,
+Z-Image at 1024 px) as a LoRA job at its real architecture with random weights (family_bench.py), also in
+fresh processes. `--spot-price-per-hour` adds the cost of a 1,000-step job to each measured row.
 
 A run that does not fit (out of memory) is a row with an error, not a crash. Without bitsandbytes (or when it
 cannot run on this GPU) 8-bit Adam is off and the JSON says so.

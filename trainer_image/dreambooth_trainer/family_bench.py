@@ -140,6 +140,8 @@ def run_family_child(
     cuda = torch.cuda.is_available()
     run = FAMILY_RUNS[family]
     quantization, why = choose_base_quantization("auto", family, run.gpu_gib if cuda else None)
+    if quantization != "none" and bnb_problem:  # measured without it, and the row says why
+        quantization, why = "none", f"{quantization} wanted, but {bnb_problem}"
     hp = family_settings(family, steps, resolution, cuda, use_8bit_adam=bnb_problem is None)
     implementation = get_family(family)
     model = implementation.load(BaseModelSource("folder", str(model_dir)), quantization=quantization)

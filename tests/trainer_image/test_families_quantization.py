@@ -98,17 +98,22 @@ def linear_kinds(module: torch.nn.Module) -> set[str]:
     return {type(m).__name__ for m in module.modules() if isinstance(m, torch.nn.Linear)}
 
 
-def test_nf4_loads_the_transformer_linears_as_bnb_4bit(cpu_bnb, tiny_family_model) -> None:
+@pytest.mark.parametrize("name", ["flux", "zimage"])
+def test_nf4_loads_the_transformer_linears_as_bnb_4bit(cpu_bnb, tiny_family_model, name: str) -> None:
     import bitsandbytes as bnb
 
-    family = get_family("flux", max_sequence_length=16)
-    model = family.load(BaseModelSource("folder", str(tiny_family_model("flux"))), quantization="nf4")
+    family = get_family(name)
+    model = family.load(BaseModelSource("folder", str(tiny_family_model(name))), quantization="nf4")
     transformer = model.denoiser
     assert is_quantized(transformer)
-    attention = transformer.transformer_blocks[0].attn
-    for name in ("to_q", "to_k", "to_v", "add_q_proj"):
-        layer = getattr(attention, name)
-        assert isinstance(layer, bnb.nn.Linear4bit), name
+    targets = [
+        (module_name, module)
+        for module_name, module in transformer.named_modules()
+        if module_name.rsplit(".", 1)[-1] in family.lora_targets or module_name.endswith("to_out.0")
+    ]
+    assert targets  # every layer the LoRA targets is 4-bit NF4
+    for module_name, layer in targets:
+        assert isinstance(layer, bnb.nn.Linear4bit), module_name
         assert layer.weight.quant_state.quant_type == "nf4" and layer.weight.dtype == torch.uint8
     assert not is_quantized(model.pipeline.vae)  # only the denoiser
 

@@ -71,3 +71,31 @@ def test_shallowbench_text_encoders_keep_the_width_the_denoiser_reads(
     assert encoder.config.hidden_size == width
     layers = getattr(encoder.config, "num_layers", None) or encoder.config.num_hidden_layers
     assert layers == 1
+
+
+def test_the_real_model_folder_is_assembled_as_a_job_loads_it(monkeypatch, tmp_path) -> None:
+    """The GPU build's assembly on CPU: the real denoiser and VAE swapped for small ones (a 6 B transformer
+    is a GPU's job), the shallow Qwen3 at its real width, the tiny model's tokenizer and scheduler."""
+    from diffusers import AutoencoderKL, ZImageTransformer2DModel
+
+    from dreambooth_trainer.families import get_family
+    from dreambooth_trainer.family_bench import build_real_family_model
+    from dreambooth_trainer.model_loading import BaseModelSource
+
+    small = {**real.ZIMAGE_TRANSFORMER, "dim": 32, "n_layers": 1, "n_refiner_layers": 1, "n_heads": 2}
+    small |= {"n_kv_heads": 2, "axes_dims": [8, 4, 4], "axes_lens": [256, 32, 32]}
+    monkeypatch.setattr(real, "denoiser", lambda family: ZImageTransformer2DModel(**small))
+    monkeypatch.setattr(
+        real,
+        "vae",
+        lambda family: AutoencoderKL(latent_channels=16, block_out_channels=[8], norm_num_groups=8),
+    )
+    folder = build_real_family_model("zimage", tmp_path / "model", tmp_path / "scratch")
+    model = get_family("zimage").load(BaseModelSource("folder", str(folder)))
+    encoder = model.pipeline.text_encoder
+    assert (encoder.config.hidden_size, encoder.config.num_hidden_layers) == (2560, 1)
+    assert encoder.config.intermediate_size == real.QWEN3_4B["intermediate_size"]
+    assert encoder.get_input_embeddings().num_embeddings == len(model.pipeline.tokenizer)
+    transformer = model.denoiser
+    assert torch.equal(transformer.x_pad_token, torch.ones_like(transformer.x_pad_token))
+    assert torch.get_default_dtype() == torch.float32  # the bf16 default was only for the build

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from dreambooth_trainer import bench
+from dreambooth_trainer.family_bench import FAMILIES, FAMILY_RUNS, job_cost_usd
 from dreambooth_trainer.offline_fixtures import build_modules, sd15_configs
 
 REPO = Path(__file__).resolve().parents[2]
@@ -54,7 +55,7 @@ def test_bench_runs_every_preset_on_cpu_and_prints_one_json_table(tmp_path: Path
         "PYTHONPATH": os.pathsep.join([str(REPO / "trainer_image"), os.environ.get("PYTHONPATH", "")]),
     }
     done = subprocess.run(
-        [sys.executable, "-m", "dreambooth_trainer.bench", "--steps", "2"],
+        [sys.executable, "-m", "dreambooth_trainer.bench", "--steps", "2", "--spot-price-per-hour", "0.3"],
         env=env,
         capture_output=True,
         text=True,
@@ -64,8 +65,18 @@ def test_bench_runs_every_preset_on_cpu_and_prints_one_json_table(tmp_path: Path
     table = json.loads(done.stdout)  # stdout is the table and nothing else
     assert json.loads((tmp_path / "gpu-bench.json").read_text()) == table
     assert table["model"].startswith("tiny") and table["device"].startswith("CPU")
-    rows = {(row["preset"], row["variant"]): row for row in table["rows"]}
+    rows = {(row["preset"], row["variant"]): row for row in table["rows"] if "family" not in row}
     assert set(rows) == {(p, v) for p in bench.PRESETS for v in bench.VARIANTS}
+    families = {row["family"]: row for row in table["rows"] if "family" in row}
+    assert set(families) == set(FAMILIES)  # each family's LoRA, on its tiny model without a GPU
+    for family, row in families.items():
+        assert row["error"] is None and row["architecture"] == "tiny" and row["resolution"] == 64
+        assert row["steps"] == 2 and row["steps_per_second"] > 0 and row["time_to_first_step_s"] > 0
+        assert row["peak_reserved_gib"] is None and row["base_quantization"] == "none"  # CPU: full weights
+        assert row["instance_type"] == FAMILY_RUNS[family].instance
+        assert row["cost_1000_steps_usd"] == round(job_cost_usd(row["steps_per_second"], 0.3), 4)
+    assert table["spot_price_per_hour_usd"] == 0.3
+    assert any("text encoders" in note for note in table["notes"])
     for row in rows.values():
         assert row["error"] is None
         assert row["steps"] == 2 and row["steps_per_second"] > 0

@@ -130,7 +130,7 @@ def test_offline_install_in_a_bare_venv_runs_the_benchmark(bundle, tmp_path: Pat
     assert bare.returncode != 0 and "diffusers" in bare.stderr
     done = subprocess.run(
         ["bash", str(REPO / "trainer_image" / "gpu_bench.sh"), "--steps", "2"]
-        + ["--presets", "lora", "--variants", "optimized"],
+        + ["--presets", "lora", "--variants", "optimized", "--families", "flux"],
         env=env,
         capture_output=True,
         text=True,
@@ -139,7 +139,8 @@ def test_offline_install_in_a_bare_venv_runs_the_benchmark(bundle, tmp_path: Pat
     assert done.returncode == 0, done.stderr[-3000:]
     table = json.loads((tmp_path / "gpu-bench.json").read_text())
     assert table["bitsandbytes"] == gpu_bundle.pinned("bitsandbytes").split("==")[1]
-    assert [row["error"] for row in table["rows"]] == [None]
+    assert [row["error"] for row in table["rows"]] == [None, None]  # SD LoRA, then the tiny FLUX LoRA
+    assert table["rows"][1]["family"] == "flux"
     imported = subprocess.run(
         [python, "-c", "import diffusers, pydantic, PIL, bitsandbytes; print(diffusers.__file__)"],
         env=env | {"PYTHONPATH": str(tmp_path / "site")},

@@ -1,4 +1,4 @@
-"""GPU benchmark: SD 1.5's architecture with random weights, trained by the real loop, per preset and naive.
+"""GPU benchmark: SD 1.5 per preset and naive, and each family's LoRA, random weights, the real loop.
 
 One command, no downloads: `python -m dreambooth_trainer.bench` (or `make gpu-bench`). It builds an SD 1.5
 model from its configs (offline_fixtures.sd15_configs) into a temporary folder, then runs each preset in a
@@ -15,6 +15,10 @@ warm-up), peak allocated and reserved GPU memory (torch.cuda.max_memory_*), time
 call of train() to the end of step 1: moving the model, caching latents and prompts, the first step), and
 the seconds and bytes of the one checkpoint saved mid-run. Without CUDA it runs the tiny test model at 64 px
 so CI proves the whole path; those figures say nothing about a GPU.
+
+Then each model family (`--families`, default all: SDXL at 1024 px, FLUX.1-dev at 512 px with NF4,
+Z-Image at 1024 px) as a LoRA job at its real architecture with random weights (family_bench.py), also in
+fresh processes. `--spot-price-per-hour` adds the cost of a 1,000-step job to each measured row.
 
 A run that does not fit (out of memory) is a row with an error, not a crash. Without bitsandbytes (or when it
 cannot run on this GPU) 8-bit Adam is off and the JSON says so.
@@ -37,6 +41,8 @@ import time
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from .family_bench import FAMILIES, TEXT_ENCODER_NOTE, add_costs
 
 # preset -> (training method, VRAM the presets are applied for, in GiB as torch reports a card)
 PRESETS: dict[str, tuple[str, float]] = {
@@ -145,8 +151,7 @@ def run_child(
     from .loop import train
     from .model_loading import BaseModelSource, load_model_parts
 
-    cuda = torch.cuda.is_available()
-    if not cuda:
+    if not torch.cuda.is_available():
         torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     bnb_problem = bitsandbytes_usable()
     row_extra = {**device(), "bitsandbytes_problem": bnb_problem}
@@ -162,6 +167,31 @@ def run_child(
     instance, _ = load_images([images_dir / "instance"], resolution, True, hp.seed)
     class_images, _ = load_images([images_dir / "class"], resolution, True, hp.seed + 1)
     row["load_seconds"] = round(time.perf_counter() - load_start, 3)
+    return measure(row, lambda ckpt: train(parts, instance, class_images, hp, checkpoint_dir=ckpt))
+
+
+def run_family(family: str, model_dir: Path, images_dir: Path, steps: int, resolution: int) -> dict[str, Any]:
+    """One family's LoRA run in this (fresh) process (family_bench): load as a job does, train, report."""
+    import torch
+
+    from .family_bench import run_family_child
+
+    if not torch.cuda.is_available():
+        torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    bnb_problem = bitsandbytes_usable()
+    load_start = time.perf_counter()
+    settings, train_it = run_family_child(family, model_dir, images_dir, steps, resolution, bnb_problem)
+    row = {**settings, **device(), "bitsandbytes_problem": bnb_problem, "resolution": resolution}
+    row["load_seconds"] = round(time.perf_counter() - load_start, 3)
+    return measure(row, train_it)
+
+
+def measure(row: dict[str, Any], run: Any) -> dict[str, Any]:
+    """Train (run(checkpoint_dir) -> the loop's result) and add the figures to the row: steps/s, peak
+    memory, time to first step, the checkpoint saved mid-run (if any)."""
+    import torch
+
+    cuda = torch.cuda.is_available()
     checkpoints: list[dict[str, float]] = []
     if cuda:
         torch.cuda.reset_peak_memory_stats()
@@ -173,7 +203,7 @@ def run_child(
             timed_checkpoints(checkpoints),
             contextlib.redirect_stdout(sys.stderr),
         ):
-            result = train(parts, instance, class_images, hp, checkpoint_dir=Path(ckpt))
+            result = run(Path(ckpt))
     except torch.cuda.OutOfMemoryError as exc:  # a result, not a crash: this setting does not fit
         row["error"] = f"out of memory: {str(exc).splitlines()[0]}"
         row["out_of_memory"] = True
@@ -206,6 +236,50 @@ def prepare(folder: Path, architecture: str, resolution: int) -> tuple[Path, Pat
     write_sample_subject_images(images / "instance", 5, size=resolution, seed=0)
     write_sample_subject_images(images / "class", 10, size=resolution, seed=1)
     return model_dir, images
+
+
+def child_row(command: list[str], identity: dict[str, Any]) -> dict[str, Any]:
+    """Run one benchmark child; its last stdout line is its row, or the row is the error."""
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode == 0 and done.stdout.strip():
+        return json.loads(done.stdout.strip().splitlines()[-1])
+    tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+    return {**identity, "error": f"exit {done.returncode}: {tail[0]}"}
+
+
+def bench_family(family: str, tmp: Path, steps: int, cuda: bool) -> dict[str, Any]:
+    """Build the family's model (real architecture on CUDA, tiny without), run its child, free the disk."""
+    import shutil
+
+    from .family_bench import FAMILY_RUNS
+    from .family_fixtures import build_tiny_family_model
+    from .offline_fixtures import write_sample_subject_images
+
+    resolution = FAMILY_RUNS[family].resolution if cuda else 64
+    folder = tmp / f"family-{family}"
+    started = time.perf_counter()
+    identity = {"family": family, "preset": f"{family}-lora", "variant": "optimized"}
+    if cuda:  # built in a child: the parent never holds a CUDA context
+        model_dir = folder / "model"
+        command = [sys.executable, "-m", "dreambooth_trainer.bench", "--build-family", family]
+        done = subprocess.run([*command, "--model-dir", str(model_dir)], capture_output=True, text=True)
+        if done.returncode != 0:
+            tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+            shutil.rmtree(folder, ignore_errors=True)
+            return {**identity, "error": f"building the model failed: exit {done.returncode}: {tail[0]}"}
+    else:
+        model_dir = build_tiny_family_model(family, folder)
+    build_seconds = round(time.perf_counter() - started, 1)
+    images = folder / "images"
+    write_sample_subject_images(images / "instance", 5, size=resolution, seed=0)
+    command = [sys.executable, "-m", "dreambooth_trainer.bench", "--family-child", family]
+    command += ["--model-dir", str(model_dir), "--images-dir", str(images)]
+    command += ["--steps", str(steps), "--resolution", str(resolution)]
+    row = child_row(command, identity)
+    row["architecture"] = "real" if cuda else "tiny"
+    row["build_seconds"] = build_seconds
+    shutil.rmtree(folder, ignore_errors=True)
+    return row
 
 
 def device() -> dict[str, Any]:
@@ -253,14 +327,37 @@ def main(argv: list[str] | None = None) -> int:
         default="sd15" if cuda else "tiny",
         help="base model shape",
     )
-    parser.add_argument("--presets", nargs="+", choices=tuple(PRESETS), default=list(PRESETS))
+    parser.add_argument("--presets", nargs="*", choices=tuple(PRESETS), default=list(PRESETS))
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
+    parser.add_argument(
+        "--families",
+        nargs="*",
+        choices=FAMILIES,
+        default=list(FAMILIES),
+        help="LoRA runs at each family's real architecture and resolution (tiny at 64 px without CUDA)",
+    )
+    parser.add_argument(
+        "--spot-price-per-hour",
+        type=float,
+        help="the instance's hourly spot price in USD: each row gets the cost of a 1,000-step job",
+    )
+    parser.add_argument("--family-child", choices=FAMILIES, help=argparse.SUPPRESS)
+    parser.add_argument("--build-family", choices=FAMILIES, help=argparse.SUPPRESS)
     parser.add_argument("--json", type=Path, help="also write the table here ($OUT/gpu-bench.json when set)")
     parser.add_argument("--child", nargs=2, metavar=("PRESET", "VARIANT"), help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--images-dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
+    if args.build_family:
+        from .family_bench import build_real_family_model
+
+        build_real_family_model(args.build_family, args.model_dir, args.model_dir.parent / "scratch")
+        return 0
+    if args.family_child:
+        row = run_family(args.family_child, args.model_dir, args.images_dir, args.steps, args.resolution)
+        print(json.dumps(row))
+        return 0
     if args.child:
         row = run_child(*args.child, args.model_dir, args.images_dir, args.steps, args.resolution)
         print(json.dumps(row))
@@ -275,29 +372,29 @@ def main(argv: list[str] | None = None) -> int:
     table["notes"] = []
     rows = []
     with tempfile.TemporaryDirectory(prefix="dreambooth-gpu-bench-") as tmp:
-        started = time.perf_counter()
-        model_dir, images_dir = prepare(Path(tmp), args.architecture, args.resolution)
-        table["build_seconds"] = round(time.perf_counter() - started, 1)
-        print(f"model built in {table['build_seconds']} s: {model_dir}", file=sys.stderr, flush=True)
+        if args.presets:
+            started = time.perf_counter()
+            model_dir, images_dir = prepare(Path(tmp), args.architecture, args.resolution)
+            table["build_seconds"] = round(time.perf_counter() - started, 1)
+            print(f"model built in {table['build_seconds']} s: {model_dir}", file=sys.stderr, flush=True)
         for preset in args.presets:
             for variant in args.variants:
                 command = [sys.executable, "-m", "dreambooth_trainer.bench", "--child", preset, variant]
                 command += ["--model-dir", str(model_dir), "--images-dir", str(images_dir)]
                 command += ["--steps", str(args.steps), "--resolution", str(args.resolution)]
-                done = subprocess.run(command, capture_output=True, text=True)
-                if done.returncode == 0 and done.stdout.strip():
-                    row = json.loads(done.stdout.strip().splitlines()[-1])
-                else:
-                    tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
-                    row = {
-                        "preset": preset,
-                        "variant": variant,
-                        "error": f"exit {done.returncode}: {tail[0]}",
-                    }
-                rows.append(row)
-                print(json.dumps(row), file=sys.stderr, flush=True)
+                rows.append(child_row(command, {"preset": preset, "variant": variant}))
+                print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+        for family in args.families:
+            rows.append(bench_family(family, Path(tmp), args.steps, cuda))
+            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    if args.families:
+        table["notes"].append(TEXT_ENCODER_NOTE)
+    add_costs(rows, args.spot_price_per_hour)
+    if args.spot_price_per_hour is not None:
+        table["spot_price_per_hour_usd"] = args.spot_price_per_hour
+        table["cost"] = "cost_1000_steps_usd = 1000 / steps_per_second / 3600 x spot_price_per_hour_usd"
     for preset in args.presets:
-        pair = {row["variant"]: row for row in rows if row["preset"] == preset}
+        pair = {row["variant"]: row for row in rows if row.get("preset") == preset}
         fast, naive = pair.get("optimized", {}), pair.get("naive", {})
         if fast.get("steps_per_second") and naive.get("steps_per_second"):
             fast["speedup_vs_naive"] = round(fast["steps_per_second"] / naive["steps_per_second"], 3)

@@ -125,6 +125,13 @@ class TrainingHyperparameters(BaseModel):
         description="sdpa (PyTorch, default) or xformers (only when asked for, installed and on CUDA;"
         " falls back to sdpa if it fails to switch on)",
     )
+    base_quantization: Literal["auto", "off", "nf4", "int8"] = Field(
+        "auto",
+        description="Base weights of the denoiser loaded quantized by bitsandbytes (LoRA trains on top):"
+        " nf4 (4-bit), int8, or off (full precision); auto: nf4 for FLUX-class families on a GPU of at"
+        " most 40 GB, int8 on a larger one, off for SD/SDXL and on CPU; SD/SDXL refuse nf4/int8. ('none'"
+        " is SageMaker's unset value, i.e. auto: say off)",
+    )
     not_cache_latents: bool = Field(False, description="Encode images every step instead of once")
     auto_vram_presets: bool = Field(True, description="Adjust memory settings to the detected GPU")
     num_threads: int | None = Field(None, ge=1, description="CPU threads for torch")
@@ -189,6 +196,22 @@ class TrainingHyperparameters(BaseModel):
         return {"float16": "fp16", "half": "fp16", "bfloat16": "bf16", "float32": "fp32", "no": "fp32"}.get(
             value, value
         )
+
+    @field_validator("base_quantization", mode="before")
+    @classmethod
+    def _normalise_quantization(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        value = value.strip().lower()
+        synonyms = {
+            "no": "off",
+            "false": "off",
+            "full": "off",
+            "4bit": "nf4",
+            "8bit": "int8",
+            "llm_int8": "int8",
+        }
+        return synonyms.get(value, value)
 
     @field_validator("model_output_s3_uri", "class_images_output_s3_uri")
     @classmethod

@@ -25,6 +25,7 @@ from .errors import BaseModelError, TrainingDataError
 from .export import TRAINING_RECORD
 from .families.base import FamilyModel
 from .families.buckets import bucket_sizes, bucket_step, fit_to_bucket, nearest_bucket
+from .families.quantization import choose_base_quantization
 from .families.registry import family_of_base_model, get_family, resolve_alias
 from .families.rules import check_family_job, resolution_multiple
 from .hyperparameters import TrainingHyperparameters
@@ -243,7 +244,9 @@ def run_job(
     hp, family_changes = family.apply_defaults(hp)
     for line in family_changes:
         log.info(line)
-    model = family.load(source)
+    quantization, why = choose_base_quantization(hp.base_quantization, family.name, detect_vram_gb())
+    log.info("base weights: %s (%s)", quantization, why)
+    model = family.load(source, quantization=quantization)
     check_family_job(family, model, hp)
     check_single_file_export(hp, model.pipeline)
     if family.aspect_buckets:

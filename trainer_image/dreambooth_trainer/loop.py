@@ -34,6 +34,7 @@ from .checkpointing import (
 from .data import TrainingImage
 from .errors import TrainingStopped
 from .families.base import FamilyModel, ModelFamily, add_lora
+from .families.quantization import is_quantized
 from .families.registry import get_family
 from .families.sd import sd_model
 from .hyperparameters import TrainingHyperparameters
@@ -97,8 +98,9 @@ def configure_attention(unet: torch.nn.Module, choice: str) -> str:
 
 
 def place(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> None:
-    """Move, and cast only when needed (diffusers warns on every dtype cast)."""
-    if next(module.parameters()).dtype == dtype:
+    """Move, and cast only when needed (diffusers warns on every dtype cast). A quantized base only moves:
+    its weights keep the dtypes they were loaded with (diffusers refuses to cast it)."""
+    if is_quantized(module) or next(module.parameters()).dtype == dtype:
         module.to(device)
     else:
         module.to(device, dtype=dtype)

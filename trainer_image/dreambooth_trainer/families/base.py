@@ -89,7 +89,9 @@ class ModelFamily(Protocol):
     text_encoder_lora_targets: ClassVar[tuple[str, ...]]  # empty: its text encoders stay frozen (cached)
     aspect_buckets: ClassVar[bool]  # photos keep their aspect ratio (else: square crops)
 
-    def load(self, source: BaseModelSource) -> FamilyModel: ...
+    def load(self, source: BaseModelSource, quantization: str = "none") -> FamilyModel:
+        """The base model; quantization (families/quantization.py): how its denoiser's weights load."""
+        ...
 
     def apply_defaults(self, hp: TrainingHyperparameters) -> tuple[TrainingHyperparameters, list[str]]:
         """The family's defaults for what the job left out, and a log line per change."""
@@ -224,9 +226,16 @@ def dreambooth_loss(
 # --- shared plumbing --------------------------------------------------------------------------------------
 
 
-def load_pipeline(pipeline_class: Any, source: BaseModelSource, denoiser_class: Any = None) -> Any:
+def load_pipeline(
+    pipeline_class: Any,
+    source: BaseModelSource,
+    denoiser_class: Any = None,
+    denoiser_kwargs: dict[str, Any] | None = None,
+) -> Any:
     """A family pipeline from a diffusers folder, a Hub id, or a single file (read with the configs of
-    source.config, a folder or Hub id): fp32 on the CPU, the loop decides devices and dtypes."""
+    source.config, a folder or Hub id): fp32 on the CPU, the loop decides devices and dtypes. denoiser_kwargs
+    (e.g. a quantization_config) go to the denoiser's own from_pretrained / from_single_file."""
+    denoiser_kwargs = denoiser_kwargs or {}
     try:
         if source.kind == "single_file":
             if source.config is None:
@@ -240,10 +249,19 @@ def load_pipeline(pipeline_class: Any, source: BaseModelSource, denoiser_class: 
                     source.location, config=source.config, local_files_only=local
                 )
             denoiser = denoiser_class.from_single_file(
-                source.location, config=source.config, subfolder="transformer", local_files_only=local
+                source.location,
+                config=source.config,
+                subfolder="transformer",
+                local_files_only=local,
+                **denoiser_kwargs,
             )
             return pipeline_class.from_pretrained(source.config, transformer=denoiser, local_files_only=local)
         kwargs = {"local_files_only": True} if source.kind == "folder" else {}
+        if denoiser_kwargs:  # the denoiser loaded on its own (quantized), the rest as usual
+            denoiser = denoiser_class.from_pretrained(
+                source.location, subfolder="transformer", **kwargs, **denoiser_kwargs
+            )
+            return pipeline_class.from_pretrained(source.location, transformer=denoiser, **kwargs)
         return pipeline_class.from_pretrained(source.location, **kwargs)
     except BaseModelError:
         raise

@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 from ..hyperparameters import TrainingHyperparameters
 from ..model_loading import BaseModelSource
 from .base import FamilyModel, export_lora_record, load_pipeline
+from .quantization import quantized_load_kwargs
 from .rules import apply_family_defaults, check_gpu_precision
 
 
@@ -35,12 +36,16 @@ class FlowMatchingLoraFamily:
         self.weighting_scheme = weighting_scheme
         self.density = {"logit_mean": logit_mean, "logit_std": logit_std, "mode_scale": mode_scale}
 
-    def load(self, source: BaseModelSource) -> FamilyModel:
+    def load(self, source: BaseModelSource, quantization: str = "none") -> FamilyModel:
+        """The pipeline; with nf4/int8 the transformer's base weights are loaded quantized by diffusers'
+        bitsandbytes integration (frozen; the LoRA adapter trains on top)."""
         import diffusers
+        import torch
 
         pipeline_class = getattr(diffusers, self.pipeline_class_names[0])
         transformer_class = getattr(diffusers, self.transformer_class_name)
-        pipe = load_pipeline(pipeline_class, source, transformer_class)
+        kwargs = quantized_load_kwargs(quantization, torch.cuda.is_available())
+        pipe = load_pipeline(pipeline_class, source, transformer_class, kwargs)
         scheduler = diffusers.FlowMatchEulerDiscreteScheduler.from_config(pipe.scheduler.config)
         return FamilyModel(self.name, pipe, source, scheduler)
 

@@ -109,7 +109,9 @@ class StableDiffusionFamily:
     text_encoder_lora_targets: ClassVar[tuple[str, ...]] = TEXT_ENCODER_LORA_TARGETS
     aspect_buckets: ClassVar[bool] = False  # square crops (center_crop), as SD jobs always had
 
-    def load(self, source: BaseModelSource) -> FamilyModel:
+    def load(self, source: BaseModelSource, quantization: str = "none") -> FamilyModel:
+        if quantization != "none":  # refused earlier by choose_base_quantization, with the setting's name
+            raise ValueError(f"{self.name} loads full-precision base weights only, not {quantization}")
         return sd_model(load_model_parts(source))
 
     def apply_defaults(self, hp: TrainingHyperparameters) -> tuple[TrainingHyperparameters, list[str]]:

@@ -59,7 +59,9 @@ class StableDiffusionXLFamily:
     text_encoder_lora_targets: ClassVar[tuple[str, ...]] = ()
     aspect_buckets: ClassVar[bool] = True
 
-    def load(self, source: BaseModelSource) -> FamilyModel:
+    def load(self, source: BaseModelSource, quantization: str = "none") -> FamilyModel:
+        if quantization != "none":  # refused earlier by choose_base_quantization, with the setting's name
+            raise ValueError(f"{self.name} loads full-precision base weights only, not {quantization}")
         from diffusers import DDPMScheduler, StableDiffusionXLPipeline
 
         pipe = load_pipeline(StableDiffusionXLPipeline, source)

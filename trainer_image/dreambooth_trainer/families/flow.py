@@ -1,17 +1,28 @@
 """What the flow-matching LoRA families (FLUX.1, Z-Image) share: LoRA on the transformer only, aspect
 buckets, the density options of the timestep sampling, loading, defaults, GPU checks and export. Each family
-module adds what is its own: prompt encoding, latent packing, the noise/prediction conventions, rendering."""
+module adds what is its own: prompt encoding, latent packing, the prediction conventions, rendering. The VAE
+latents, the timestep sampling and the flow-matching pair (target noise - latents) are shared here."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, ClassVar
 
+import torch
+
 from ..hyperparameters import TrainingHyperparameters
 from ..model_loading import BaseModelSource
-from .base import FamilyModel, export_lora_record, load_pipeline
+from .base import (
+    FamilyModel,
+    NoisedBatch,
+    export_lora_record,
+    flow_matching_pair,
+    load_pipeline,
+    sample_flow_timesteps,
+)
 from .quantization import quantized_load_kwargs
 from .rules import apply_family_defaults, check_gpu_precision
+from .sd import vae_latent_stats, vae_model_input
 
 
 class FlowMatchingLoraFamily:
@@ -59,3 +70,28 @@ class FlowMatchingLoraFamily:
         self, model: FamilyModel, result: Any, hp: TrainingHyperparameters, out_dir: Path
     ) -> dict[str, Any]:
         return export_lora_record(self, model, hp, out_dir)
+
+    def encode_images(self, model: FamilyModel, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return vae_latent_stats(model.pipeline.vae, pixels)
+
+    def model_input(self, model: FamilyModel, latent_sample: torch.Tensor) -> torch.Tensor:
+        return vae_model_input(model.pipeline.vae, latent_sample)
+
+    def add_noise(
+        self, model: FamilyModel, latents: torch.Tensor, noise: torch.Tensor, generator: torch.Generator
+    ) -> NoisedBatch:
+        from diffusers.training_utils import compute_loss_weighting_for_sd3
+
+        timesteps, sigmas = sample_flow_timesteps(
+            model.training_scheduler,
+            latents.shape[0],
+            generator,
+            weighting_scheme=self.weighting_scheme,
+            **self.density,
+        )
+        timesteps, sigmas = timesteps.to(latents.device), sigmas.to(latents.device, latents.dtype)
+        noisy, target = flow_matching_pair(latents, noise, sigmas)
+        weighting = compute_loss_weighting_for_sd3(weighting_scheme=self.weighting_scheme, sigmas=sigmas)
+        return NoisedBatch(
+            noisy=noisy, timesteps=timesteps, target=target, sigmas=sigmas, weighting=weighting
+        )

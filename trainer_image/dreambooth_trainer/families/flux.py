@@ -24,14 +24,11 @@ from .base import (
     adapter_state,
     comfyui_lora_state,
     flow_matching_loss,
-    flow_matching_pair,
     lora_alpha_of,
     render_image,
-    sample_flow_timesteps,
     save_safetensors,
 )
 from .flow import FlowMatchingLoraFamily
-from .sd import vae_latent_stats, vae_model_input
 
 # The reference script's default: attention projections of both block kinds (the single blocks' to_out is
 # the fused proj_out, left out there too).
@@ -65,31 +62,6 @@ class FluxFamily(FlowMatchingLoraFamily):
         )
         return PromptEmbeddings(
             {"prompt_embeds": embeds, "pooled_projections": pooled}, {"txt_ids": text_ids}
-        )
-
-    def encode_images(self, model: FamilyModel, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return vae_latent_stats(model.pipeline.vae, pixels)
-
-    def model_input(self, model: FamilyModel, latent_sample: torch.Tensor) -> torch.Tensor:
-        return vae_model_input(model.pipeline.vae, latent_sample)
-
-    def add_noise(
-        self, model: FamilyModel, latents: torch.Tensor, noise: torch.Tensor, generator: torch.Generator
-    ) -> NoisedBatch:
-        from diffusers.training_utils import compute_loss_weighting_for_sd3
-
-        timesteps, sigmas = sample_flow_timesteps(
-            model.training_scheduler,
-            latents.shape[0],
-            generator,
-            weighting_scheme=self.weighting_scheme,
-            **self.density,
-        )
-        timesteps, sigmas = timesteps.to(latents.device), sigmas.to(latents.device, latents.dtype)
-        noisy, target = flow_matching_pair(latents, noise, sigmas)
-        weighting = compute_loss_weighting_for_sd3(weighting_scheme=self.weighting_scheme, sigmas=sigmas)
-        return NoisedBatch(
-            noisy=noisy, timesteps=timesteps, target=target, sigmas=sigmas, weighting=weighting
         )
 
     def predict(

@@ -9,17 +9,11 @@ rewritten to the API's ``{"code", "message"}`` shape.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
-import jsii
 from aws_cdk import (
     ArnFormat,
-    AssetHashType,
-    BundlingOptions,
-    DockerImage,
     Duration,
-    ILocalBundling,
     RemovalPolicy,
     Stack,
 )
@@ -42,7 +36,7 @@ from constructs import Construct
 from frontend_api import settings as api_settings
 from frontend_api.openapi import gateway_schema
 from infra.functions import PipelineFunction, powertools_layer_arn
-from infra.lambda_code import asset_files
+from infra.lambda_code import asset_files, code_asset
 from infra.nag import acknowledge
 from lambdas.jobs import s3_layout
 from lambdas.jobs.limits import ServiceLimits
@@ -82,25 +76,8 @@ def api_asset_files(repo_root: Path = REPO_ROOT) -> dict[str, Path]:
     return files
 
 
-@jsii.implements(ILocalBundling)
-class CopyApiSources:
-    def try_bundle(self, output_dir: str, *args, **kwargs) -> bool:
-        out = Path(output_dir)
-        for relative, source in api_asset_files().items():
-            target = out / relative
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target)
-        return True
-
-
 def api_code() -> lambda_.Code:
-    return lambda_.Code.from_asset(
-        str(REPO_ROOT / "frontend_api"),
-        asset_hash_type=AssetHashType.OUTPUT,
-        bundling=BundlingOptions(
-            image=DockerImage.from_registry("public.ecr.aws/sam/build-python3.11"), local=CopyApiSources()
-        ),
-    )
+    return code_asset(REPO_ROOT / "frontend_api", api_asset_files)
 
 
 class Api(Construct):

@@ -8,6 +8,7 @@ Powertools come from the public Powertools layer; boto3 from the Lambda runtime.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import jsii
@@ -46,22 +47,30 @@ def asset_files(repo_root: Path = REPO_ROOT) -> dict[str, Path]:
 class CopySources:
     """Local bundling: copy the files; CDK never falls back to Docker because this always succeeds."""
 
+    def __init__(self, files: Callable[[], dict[str, Path]] = asset_files) -> None:
+        self.files = files
+
     def try_bundle(self, output_dir: str, *args, **kwargs) -> bool:
         out = Path(output_dir)
-        for relative, source in asset_files().items():
+        for relative, source in self.files().items():
             target = out / relative
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, target)
         return True
 
 
-def pipeline_code() -> lambda_.Code:
+def code_asset(source_dir: Path, files: Callable[[], dict[str, Path]]) -> lambda_.Code:
+    """A Lambda code asset of exactly ``files`` (asset path -> source), staged without Docker."""
     return lambda_.Code.from_asset(
-        str(REPO_ROOT / "lambdas"),
+        str(source_dir),
         asset_hash_type=AssetHashType.OUTPUT,
         bundling=BundlingOptions(
             # Never pulled: local bundling always succeeds. CDK requires an image all the same.
             image=DockerImage.from_registry("public.ecr.aws/sam/build-python3.14"),
-            local=CopySources(),
+            local=CopySources(files),
         ),
     )
+
+
+def pipeline_code() -> lambda_.Code:
+    return code_asset(REPO_ROOT / "lambdas", asset_files)

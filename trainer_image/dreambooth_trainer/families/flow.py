@@ -16,8 +16,10 @@ from .base import (
     FamilyModel,
     NoisedBatch,
     export_lora_record,
+    flow_matching_loss,
     flow_matching_pair,
     load_pipeline,
+    render_image,
     sample_flow_timesteps,
 )
 from .quantization import quantized_load_kwargs
@@ -94,4 +96,22 @@ class FlowMatchingLoraFamily:
         weighting = compute_loss_weighting_for_sd3(weighting_scheme=self.weighting_scheme, sigmas=sigmas)
         return NoisedBatch(
             noisy=noisy, timesteps=timesteps, target=target, sigmas=sigmas, weighting=weighting
+        )
+
+    def loss(
+        self, prediction: torch.Tensor, batch: NoisedBatch, prior: bool, prior_loss_weight: float
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return flow_matching_loss(prediction, batch, prior, prior_loss_weight)
+
+    def render(
+        self, model: FamilyModel, prompt: str, *, steps: int, guidance: float, size: int, seed: int
+    ) -> Any:
+        return render_image(
+            model,
+            prompt,
+            steps=steps,
+            guidance=guidance,
+            size=size,
+            seed=seed,
+            max_sequence_length=self.max_sequence_length,
         )

@@ -23,9 +23,7 @@ from .base import (
     PromptEmbeddings,
     adapter_state,
     comfyui_lora_state,
-    flow_matching_loss,
     lora_alpha_of,
-    render_image,
     save_safetensors,
 )
 from .flow import FlowMatchingLoraFamily
@@ -91,24 +89,6 @@ class FluxFamily(FlowMatchingLoraFamily):
         )[0]
         scale = model.pipeline.vae_scale_factor
         return FluxPipeline._unpack_latents(prediction, height * scale, width * scale, scale)
-
-    def loss(
-        self, prediction: torch.Tensor, batch: NoisedBatch, prior: bool, prior_loss_weight: float
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return flow_matching_loss(prediction, batch, prior, prior_loss_weight)
-
-    def render(
-        self, model: FamilyModel, prompt: str, *, steps: int, guidance: float, size: int, seed: int
-    ) -> Any:
-        return render_image(
-            model,
-            prompt,
-            steps=steps,
-            guidance=guidance,
-            size=size,
-            seed=seed,
-            max_sequence_length=self.max_sequence_length,
-        )
 
     def export_lora(self, model: FamilyModel, out_dir: Path, file_stem: str, dtype: torch.dtype) -> list[str]:
         """pytorch_lora_weights.safetensors (diffusers/PEFT, alpha in metadata) and <stem>-lora.safetensors:

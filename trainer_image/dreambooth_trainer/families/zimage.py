@@ -28,9 +28,7 @@ from .base import (
     PromptEmbeddings,
     adapter_state,
     comfyui_lora_state,
-    flow_matching_loss,
     lora_alpha_of,
-    render_image,
     save_safetensors,
 )
 from .flow import FlowMatchingLoraFamily
@@ -62,24 +60,6 @@ class ZImageFamily(FlowMatchingLoraFamily):
         noisy = list(batch.noisy.to(embeds[0].dtype).unsqueeze(2).unbind(0))  # (C, 1, H, W) per image
         predictions = denoiser(noisy, (1000 - batch.timesteps) / 1000, embeds, return_dict=False)[0]
         return -torch.stack(predictions, dim=0).squeeze(2)
-
-    def loss(
-        self, prediction: torch.Tensor, batch: NoisedBatch, prior: bool, prior_loss_weight: float
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return flow_matching_loss(prediction, batch, prior, prior_loss_weight)
-
-    def render(
-        self, model: FamilyModel, prompt: str, *, steps: int, guidance: float, size: int, seed: int
-    ) -> Any:
-        return render_image(
-            model,
-            prompt,
-            steps=steps,
-            guidance=guidance,
-            size=size,
-            seed=seed,
-            max_sequence_length=self.max_sequence_length,
-        )
 
     def export_lora(self, model: FamilyModel, out_dir: Path, file_stem: str, dtype: torch.dtype) -> list[str]:
         """pytorch_lora_weights.safetensors (diffusers/PEFT) and <stem>-lora.safetensors: `diffusion_model.`

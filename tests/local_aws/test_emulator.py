@@ -93,7 +93,7 @@ def test_an_upload_travels_s3_eventbridge_sqs_to_the_intake_lambda(aws):
     """moto delivers each link synchronously: the batch exists when put_object returns."""
     aws.boto3_client("s3").put_object(Bucket=aws.bucket, Key="uploads/chain test/a b.jpg", Body=b"x")
     batch = JobsTable(aws.table_name, aws.boto3_client("dynamodb")).get_batch("chain test")
-    # Only its existence is timing-free: with the 1 s quiet period a loaded machine may already have sealed it.
+    # Only its existence is timing-free: with a 1 s quiet period a loaded machine may have sealed it.
     assert batch is not None
     (execution,) = aws.runs("chain test")
     assert execution["name"].endswith(batch.run_id)

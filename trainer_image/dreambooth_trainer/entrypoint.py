@@ -26,6 +26,7 @@ from .sagemaker_contract import (
     read_hyperparameters,
     write_failure,
 )
+from .startup import CollectorPause
 
 log = logging.getLogger("dreambooth_trainer")
 
@@ -76,7 +77,7 @@ def run_training(paths: SageMakerPaths) -> int:
     """Read the contract, run the job, translate every outcome into an exit code and failure file."""
     clear_failure(paths)
     stop = StopSignal()
-    with stop.installed():
+    with stop.installed(), CollectorPause() as start:  # no collector passes until the model is loaded
         try:
             raw = read_hyperparameters(paths)
         except (OSError, ValueError) as exc:
@@ -86,7 +87,7 @@ def run_training(paths: SageMakerPaths) -> int:
             log.info("hyperparameters: %s", json.dumps(hp.to_sagemaker_strings(), sort_keys=True))
             from .job import run_job  # torch and diffusers load only once the settings are known to be good
 
-            result = run_job(hp, paths, stop=stop)
+            result = run_job(hp, paths, stop=stop, start=start)
         except HyperparameterError as exc:
             return _fail(paths, f"Invalid hyperparameters: {exc}", 2)
         except TrainerError as exc:

@@ -35,6 +35,7 @@ from .s3_upload import MANIFEST_NAME, upload_class_images, upload_model_folder
 from .sagemaker_contract import SageMakerPaths, StopSignal, job_name
 from .samples import render_samples
 from .single_file import SingleFileExportError, check_supported
+from .startup import CollectorPause
 from .subject_defaults import apply_subject_defaults
 from .vram_presets import apply_vram_presets
 
@@ -215,8 +216,13 @@ def publish(out_dir: Path, hp: TrainingHyperparameters, record: dict[str, Any]) 
 
 
 def run_job(
-    hp: TrainingHyperparameters, paths: SageMakerPaths, *, stop: StopSignal | None = None
+    hp: TrainingHyperparameters,
+    paths: SageMakerPaths,
+    *,
+    stop: StopSignal | None = None,
+    start: CollectorPause | None = None,
 ) -> JobResult:
+    """start: the entrypoint's paused collector, resumed here once the base model is loaded."""
     stop = stop or StopSignal()
     if hp.num_threads:
         torch.set_num_threads(hp.num_threads)
@@ -249,6 +255,8 @@ def run_job(
     model = family.load(source, quantization=quantization)
     check_family_job(family, model, hp)
     check_single_file_export(hp, model.pipeline)
+    if start is not None:
+        start.model_loaded()
     if family.aspect_buckets:
         instance = load_bucketed(model, hp, paths)
     class_images: list[TrainingImage] = []

@@ -32,11 +32,24 @@ BUILD_TIMEOUT = Duration.minutes(90)
 WAIT_TIMEOUT = Duration.hours(2)
 POLL_INTERVAL = Duration.seconds(30)
 
+# One shell runs them in order (buildspec 0.2); the first that fails ends the build.
 BUILD_COMMANDS = [
     'REGISTRY="${REPOSITORY_URI%%/*}"',
     'aws ecr get-login-password --region "$AWS_REGION"'
     ' | docker login --username AWS --password-stdin "$REGISTRY"',
-    'docker build --platform linux/amd64 --tag "$REPOSITORY_URI:$IMAGE_TAG" .',
+    # The base by digest: the Dockerfile's pin, or while it has none the digest its tag names today, said
+    # in the log so it can be committed. Either way the image's labels record which one it was built on.
+    'BASE_IMAGE="$(sed -n "s/^ARG BASE_IMAGE=//p" Dockerfile)"',
+    'BASE_IMAGE_DIGEST="$(sed -n "s/^ARG BASE_IMAGE_DIGEST=//p" Dockerfile)"',
+    'if [ -z "$BASE_IMAGE_DIGEST" ]; then'
+    ' docker pull --platform linux/amd64 "$BASE_IMAGE"'
+    ' && BASE_IMAGE_DIGEST="$(docker inspect --format "{{index .RepoDigests 0}}" "$BASE_IMAGE")"'
+    ' && BASE_IMAGE_DIGEST="${BASE_IMAGE_DIGEST#*@}"'
+    ' && echo "The Dockerfile pins no base digest: building on $BASE_IMAGE@$BASE_IMAGE_DIGEST;'
+    ' commit it as ARG BASE_IMAGE_DIGEST=$BASE_IMAGE_DIGEST to make builds reproducible.";'
+    " fi",
+    'docker build --platform linux/amd64 --build-arg BASE_IMAGE_DIGEST="$BASE_IMAGE_DIGEST"'
+    ' --tag "$REPOSITORY_URI:$IMAGE_TAG" .',
     'docker push "$REPOSITORY_URI:$IMAGE_TAG"',
 ]
 

@@ -1,7 +1,10 @@
 """infra/trainer_image_build.py: the trainer image built by CodeBuild, and the deploy waiting for it."""
 
 import json
+import os
+import shlex
 import shutil
+import subprocess
 from pathlib import Path
 
 import aws_cdk as cdk
@@ -9,7 +12,7 @@ import pytest
 from aws_cdk import aws_kms as kms
 from aws_cdk.assertions import Match, Template
 
-from infra.trainer_image_build import TrainerImageBuild
+from infra.trainer_image_build import BUILD_COMMANDS, TrainerImageBuild
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -146,3 +149,86 @@ def test_only_a_change_under_trainer_image_rebuilds(tmp_path):
     assert source_hash() == first
     (source / "requirements.txt").write_text((source / "requirements.txt").read_text() + "\n# changed\n")
     assert source_hash() != first
+
+
+FAKE_DIGEST = "sha256:" + "ab" * 32
+FAKE_DOCKER = f"""#!/bin/sh
+echo "docker $*" >> "$CALLS"
+case "$1" in
+  pull) [ -z "$PULL_FAILS" ] || {{ echo "pull: registry unreachable" >&2; exit 1; }} ;;
+  inspect) echo "public.ecr.aws/docker/library/python@{FAKE_DIGEST}" ;;
+esac
+"""
+CODEBUILD_SHELL = """
+for command in "${COMMANDS[@]}"; do
+  eval "$command" || { echo "build failed: $command" >&2; exit 1; }
+done
+"""
+
+
+def run_build_commands(tmp_path: Path, dockerfile: str, **env: str):
+    """BUILD_COMMANDS as CodeBuild runs them (one shell, in order, stop at the first failure), with stand-ins
+    for docker and aws that record their calls."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text(FAKE_DOCKER)
+    (bin_dir / "aws").write_text("#!/bin/sh\necho secret\n")
+    for tool in bin_dir.iterdir():
+        tool.chmod(0o755)
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / "Dockerfile").write_text(dockerfile)
+    calls = tmp_path / "calls"
+    script = "COMMANDS=(" + " ".join(shlex.quote(c) for c in BUILD_COMMANDS) + ")\n" + CODEBUILD_SHELL
+    done = subprocess.run(
+        ["bash", "-c", script],
+        cwd=source,
+        capture_output=True,
+        text=True,
+        env={
+            **os.environ,
+            "PATH": f"{bin_dir}:{os.environ['PATH']}",
+            "CALLS": str(calls),
+            "REPOSITORY_URI": "123456789012.dkr.ecr.us-east-1.amazonaws.com/trainer",
+            "IMAGE_TAG": "abc",
+            "AWS_REGION": "us-east-1",
+            **env,
+        },
+    )
+    return done, calls.read_text().splitlines() if calls.exists() else []
+
+
+DOCKERFILE = (REPO_ROOT / "trainer_image" / "Dockerfile").read_text()
+
+
+def test_an_unpinned_base_is_built_on_its_digest_of_today_and_the_log_says_what_to_commit(tmp_path):
+    assert "\nARG BASE_IMAGE_DIGEST=\n" in DOCKERFILE  # the checked-in Dockerfile has no pin yet
+    done, calls = run_build_commands(tmp_path, DOCKERFILE)
+    assert done.returncode == 0, done.stderr
+    assert (
+        calls[1]
+        == "docker pull --platform linux/amd64 public.ecr.aws/docker/library/python:3.12-slim-bookworm"
+    )
+    build = calls[3]
+    assert build.startswith("docker build --platform linux/amd64 ")
+    assert f"--build-arg BASE_IMAGE_DIGEST={FAKE_DIGEST} " in build
+    assert calls[4] == "docker push 123456789012.dkr.ecr.us-east-1.amazonaws.com/trainer:abc"
+    assert f"commit it as ARG BASE_IMAGE_DIGEST={FAKE_DIGEST}" in done.stdout
+
+
+def test_a_pinned_base_is_built_on_its_pin_without_a_pull(tmp_path):
+    pinned = "sha256:" + "cd" * 32
+    done, calls = run_build_commands(
+        tmp_path, DOCKERFILE.replace("\nARG BASE_IMAGE_DIGEST=\n", f"\nARG BASE_IMAGE_DIGEST={pinned}\n")
+    )
+    assert done.returncode == 0, done.stderr
+    assert not any(call.startswith("docker pull") for call in calls)
+    (build,) = [call for call in calls if call.startswith("docker build")]
+    assert f"--build-arg BASE_IMAGE_DIGEST={pinned} " in build
+    assert "commit it" not in done.stdout
+
+
+def test_a_base_that_cannot_be_pulled_ends_the_build_before_docker_build(tmp_path):
+    done, calls = run_build_commands(tmp_path, DOCKERFILE, PULL_FAILS="1")
+    assert done.returncode != 0 and "registry unreachable" in done.stderr
+    assert not any(call.startswith(("docker build", "docker push")) for call in calls)

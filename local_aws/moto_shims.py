@@ -1,4 +1,4 @@
-"""Every place where moto 5.2.5 needs help to run this stack: four small patches, one module.
+"""Every place where moto 5.2.5 needs help to run this stack: five small patches, one module.
 
 1. Lambda: ``LambdaSimpleBackend.invoke`` echoes the payload instead of running code. Patched to call
    the real handler in-process (errors returned the way Lambda returns them, so they reach Retry/Catch),
@@ -12,6 +12,8 @@
 4. S3 -> EventBridge: moto sends the object key raw; S3 URL-encodes it (``+`` for a space, ``/`` kept).
    Patched to encode it the same way, and events can be held and released later (in any order, or
    twice) to reproduce late and duplicate deliveries.
+5. S3 POST uploads: moto stores a presigned POST's file whatever its policy says. Patched to make S3's
+   checks first (``local_aws.post_policy``: expiration, every condition, size range, no uncovered field).
 
 Each shim is installed once per process by :func:`install` and is covered by a test that fails when
 moto no longer needs it or when it stops working.
@@ -43,6 +45,7 @@ from moto.awslambda_simple.models import LambdaSimpleBackend  # noqa: E402
 from moto.core.exceptions import ServiceException  # noqa: E402
 from moto.s3 import models as s3_models  # noqa: E402
 from moto.s3 import notifications as s3_notifications  # noqa: E402
+from moto.s3.responses import S3Response  # noqa: E402
 from moto.sagemaker import models as sagemaker_models  # noqa: E402
 from moto.sagemaker.responses import SageMakerResponse  # noqa: E402
 from moto.stepfunctions.parser.api import HistoryEventType, TaskFailedEventDetails  # noqa: E402
@@ -76,13 +79,14 @@ from moto.utilities.utils import get_partition as aws_partition  # noqa: E402
 
 from lambdas.pipeline.config import function_environment  # noqa: E402
 from local_aws.lambda_logging import invocation_log_keys  # noqa: E402
+from local_aws.post_policy import check_post  # noqa: E402
 
 _install_lock = threading.Lock()
 _installed = False
 
 
 def install() -> None:
-    """Apply all four shims (idempotent)."""
+    """Apply all five shims (idempotent)."""
     global _installed
     with _install_lock:
         if _installed:
@@ -91,6 +95,7 @@ def install() -> None:
         state_task_factory.state_task_service_for = _state_task_service_for
         SageMakerResponse.create_training_job = _create_training_job
         s3_notifications._send_event_bridge_message = _send_event_bridge_message
+        S3Response._bucket_response_post = _bucket_response_post
         _installed = True
 
 
@@ -391,3 +396,19 @@ def redeliver_object_created(bucket_name: str, key_name: str, *, account_id: str
     bucket = s3_models.s3_backends[account_id][aws_partition(region)].get_bucket(bucket_name)
     key = bucket.keys[key_name]
     _send_event_bridge_message(account_id, bucket, "s3:ObjectCreated:Put", key)
+
+
+# --- 5. S3 POST uploads meet their policy -----------------------------------------------------------
+
+_original_bucket_response_post = S3Response._bucket_response_post
+
+
+def _bucket_response_post(self: S3Response, request: Any, bucket_name: str) -> Any:
+    """A browser-based upload (a form with a policy) is checked as S3 checks it before anything is stored."""
+    fields = {name: value for name, value in self.form_data.items() if name.lower() != "file"}
+    if "policy" in {name.lower() for name in fields}:
+        body = self.raw_body if isinstance(self.raw_body, bytes) else str(self.raw_body).encode()
+        refusal = check_post(fields, bucket_name, len(body))
+        if refusal is not None:
+            return refusal.status, {"Content-Type": "application/xml"}, refusal.xml()
+    return _original_bucket_response_post(self, request, bucket_name)

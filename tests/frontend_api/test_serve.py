@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 import time
@@ -12,6 +13,7 @@ import requests
 
 from frontend_api import signing
 from lambdas.jobs import s3_layout
+from lambdas.jobs.spec import JobDefaults
 from lambdas.jobs.training_slots import holder_id
 from lambdas.pipeline.training_slots import TrainingSlots
 from local_pipeline.serve import ApiServer
@@ -221,3 +223,32 @@ def test_a_client_slower_than_the_quiet_period_gets_no_run_before_start(aws, bas
     done = wait_for(base_url, job["id"], {"succeeded", "failed"})
     assert done["status"] == "succeeded"
     assert len(aws.runs("slow client")) == 1
+
+
+def test_an_upload_target_takes_only_its_image_type_within_the_size_limit(aws, base_url):
+    """The emulator makes S3's POST-policy checks: what a target refuses is never stored."""
+    images = [{"filename": "a.jpg", "content_type": "image/jpeg"}]
+    job = requests.post(f"{base_url}/jobs", json={"images": images}, timeout=30).json()
+    (target,) = job["uploads"]
+    policy = json.loads(base64.b64decode(target["fields"]["policy"]))
+    limit = JobDefaults().max_image_bytes  # the limit the batch check applies to every photo
+    assert ["content-length-range", 1, limit] in policy["conditions"]
+
+    def post(body: bytes, **changes: str) -> requests.Response:
+        fields = {**target["fields"], **changes}
+        files = {"file": ("a.jpg", body, fields.get("Content-Type", "image/jpeg"))}
+        return requests.post(target["url"], data=fields, files=files, timeout=60)
+
+    too_big = post(b"\xff" * (limit + 1))
+    assert too_big.status_code == 400 and "<Code>EntityTooLarge</Code>" in too_big.text
+    assert post(b"").status_code == 400
+    wrong_type = post(jpeg(0), **{"Content-Type": "text/html"})
+    assert wrong_type.status_code == 403 and "Policy Condition failed" in wrong_type.text
+    assert post(jpeg(0), key="uploads/another job/a.jpg").status_code == 403
+    s3 = aws.boto3_client("s3")
+    assert s3.list_objects_v2(Bucket=aws.bucket, Prefix="uploads/another job/")["KeyCount"] == 0
+    prefix = s3_layout.upload_prefix(job["job_name"])
+    assert s3.list_objects_v2(Bucket=aws.bucket, Prefix=prefix)["KeyCount"] == 0
+
+    assert post(jpeg(0)).status_code == 204
+    assert s3.list_objects_v2(Bucket=aws.bucket, Prefix=prefix)["KeyCount"] == 1

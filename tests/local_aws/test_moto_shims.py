@@ -9,9 +9,11 @@ from contextlib import contextmanager
 from urllib.parse import unquote_plus
 
 import pytest
+import requests
 from botocore.exceptions import ClientError
 from moto.awslambda_simple.models import lambda_simple_backends
 from moto.s3 import notifications as s3_notifications
+from moto.s3.responses import S3Response
 from moto.sagemaker.models import sagemaker_backends
 from moto.stepfunctions.parser.asl.component.state.exec.state_task import state_task_factory
 
@@ -320,3 +322,38 @@ def test_held_events_are_released_late_reordered_or_twice(aws):
         assert s3_event_keys(aws, 1, timeout=0.3) == []
         assert release(lambda events: [*reversed(events), events[0]]) == 3
     assert s3_event_keys(aws, 3) == ["uploads/held/2.jpg", "uploads/held/1.jpg", "uploads/held/1.jpg"]
+
+
+# --- 5. S3 POST uploads ---
+
+
+def presigned_post(aws, key: str, largest: int) -> dict:
+    return aws.boto3_client("s3").generate_presigned_post(
+        Bucket=aws.bucket,
+        Key=key,
+        Fields={"Content-Type": "image/jpeg"},
+        Conditions=[{"Content-Type": "image/jpeg"}, ["content-length-range", 1, largest]],
+        ExpiresIn=60,
+    )
+
+
+def post_file(post: dict, body: bytes) -> requests.Response:
+    return requests.post(post["url"], data=post["fields"], files={"file": ("a.jpg", body)}, timeout=30)
+
+
+def stored(aws, key: str) -> bool:
+    return aws.boto3_client("s3").list_objects_v2(Bucket=aws.bucket, Prefix=key)["KeyCount"] == 1
+
+
+def test_moto_alone_stores_a_post_upload_its_policy_forbids(aws):
+    with patched(S3Response, "_bucket_response_post", moto_shims._original_bucket_response_post):
+        assert post_file(presigned_post(aws, "posts/too-big-alone.jpg", 4), b"12345").status_code == 204
+    assert stored(aws, "posts/too-big-alone.jpg")
+
+
+def test_a_post_upload_is_checked_against_its_policy_before_it_is_stored(aws):
+    refused = post_file(presigned_post(aws, "posts/too-big.jpg", 4), b"12345")
+    assert refused.status_code == 400 and "<Code>EntityTooLarge</Code>" in refused.text
+    assert not stored(aws, "posts/too-big.jpg")
+    assert post_file(presigned_post(aws, "posts/fits.jpg", 5), b"12345").status_code == 204
+    assert stored(aws, "posts/fits.jpg")

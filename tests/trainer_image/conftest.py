@@ -143,3 +143,15 @@ def new_job(
         return job
 
     return make
+
+
+@pytest.fixture
+def cpu_bnb(monkeypatch: pytest.MonkeyPatch) -> None:
+    """diffusers refuses bitsandbytes loading without a GPU, though bnb runs NF4 on the CPU: lifted."""
+    from diffusers.quantizers.bitsandbytes.bnb_quantizer import (
+        BnB4BitDiffusersQuantizer,
+        BnB8BitDiffusersQuantizer,
+    )
+
+    for quantizer in (BnB4BitDiffusersQuantizer, BnB8BitDiffusersQuantizer):
+        monkeypatch.setattr(quantizer, "validate_environment", lambda self, *a, **k: None)

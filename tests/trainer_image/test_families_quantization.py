@@ -3,7 +3,7 @@ bitsandbytes integration, a LoRA trained on top with the one loop, and its expor
 unquantized pipeline.
 
 diffusers 0.42.1 refuses bitsandbytes loading without a GPU (its quantizer's validate_environment: "No GPU
-found"), though bitsandbytes 0.50 runs NF4 on the CPU. The CPU tests lift only that guard (fixture below);
+found"), though bitsandbytes 0.50 runs NF4 on the CPU. The CPU tests lift only that guard (cpu_bnb);
 the rest is diffusers' real loading path, with device_map="cpu".
 """
 
@@ -31,17 +31,6 @@ from dreambooth_trainer.loop import train
 from dreambooth_trainer.model_loading import BaseModelSource
 
 PROMPT = "a photo of sks dog"
-
-
-@pytest.fixture
-def cpu_bnb(monkeypatch: pytest.MonkeyPatch) -> None:
-    from diffusers.quantizers.bitsandbytes.bnb_quantizer import (
-        BnB4BitDiffusersQuantizer,
-        BnB8BitDiffusersQuantizer,
-    )
-
-    for quantizer in (BnB4BitDiffusersQuantizer, BnB8BitDiffusersQuantizer):
-        monkeypatch.setattr(quantizer, "validate_environment", lambda self, *a, **k: None)
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,8 @@ and about 0.9 CPU s, a fifth of the time to the first step (BENCHMARKS.md). So t
 from its start until the base model is loaded, then freezes what exists (`gc.freeze`: later passes skip it)
 and collects as usual from there on. On leaving, it unfreezes, so whatever start-up left unreachable (about
 12,000 small objects on the tiny model, no tensors) is collected after all, and a process that runs jobs
-in turn (the tests) does not keep a frozen heap.
+in turn (the tests) does not keep a frozen heap. That garbage holds no tensor or module for any family,
+quantized or not (tests/trainer_image/test_trainer_startup.py): frozen weights would hold GPU memory.
 """
 
 from __future__ import annotations

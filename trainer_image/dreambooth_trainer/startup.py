@@ -1,7 +1,7 @@
 """Start-up without the cyclic garbage collector's full passes.
 
-Importing torch, transformers and diffusers and loading a base model create a few million long-lived Python
-objects, and every full pass of the cyclic collector walks all of them: on the tiny model that was 8 passes
+Importing torch, transformers and diffusers and loading a base model create ~760,000 long-lived objects that
+the cyclic collector tracks, and every full pass walks all of them: on the tiny model that was 8 passes
 and about 0.9 CPU s, a fifth of the time to the first step (BENCHMARKS.md). So the job pauses the collector
 from its start until the base model is loaded, then freezes what exists (`gc.freeze`: later passes skip it)
 and collects as usual from there on. On leaving, it unfreezes, so whatever start-up left unreachable (about

@@ -3,6 +3,11 @@
 The API Lambda and the webhook Lambda run as the synthesized stack defines them (same handler, same
 environment), re-routed with the local overrides: no auth (nothing to sign requests with locally), and
 http:// or loopback URLs allowed so a receiver or a zip server on this machine can be used.
+
+The gateway's request validator runs here too: a create body that is not JSON or breaks the schema the
+stack gives the gateway (`frontend_api.openapi.gateway_schema`) never reaches the function and gets the
+stack's BAD_REQUEST_BODY response, 422 `validation_failed`. Its message is this validator's wording, not
+API Gateway's.
 """
 
 from __future__ import annotations
@@ -15,7 +20,10 @@ import uuid
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from jsonschema import Draft4Validator
+
 from frontend_api import settings as api_settings
+from frontend_api.openapi import gateway_schema
 from local_aws import moto_shims
 
 API_HANDLER = "frontend_api.handler.handler"
@@ -26,6 +34,10 @@ MAX_BODY_BYTES = 10 * 1024 * 1024  # API Gateway's payload limit
 # {proxy+} would, so its route_not_found answer is what a client sees.
 RESOURCES = ("/jobs", "/jobs/{job_id}", "/jobs/{job_id}/start")
 METHODS = {"/jobs": ("GET", "POST"), "/jobs/{job_id}": ("GET", "DELETE"), "/jobs/{job_id}/start": ("POST",)}
+# The methods with a request model (infra/api.py), checked for a JSON body (or one without a content type,
+# which the gateway takes as JSON); another content type passes through to the function unchecked.
+BODY_MODELS = {("POST", "/jobs"): gateway_schema}
+INVALID_BODY = (422, "validation_failed")  # infra/api.py's BAD_REQUEST_BODY gateway response
 
 
 def find_function(lambda_client: Any, handler: str) -> dict[str, Any]:
@@ -125,10 +137,13 @@ def rest_event(method: str, raw_path: str, headers: dict[str, str], body: bytes)
 class LocalGateway:
     """One request at a time into the API function (its Powertools resolver holds the current event)."""
 
-    def __init__(self, lambda_client: Any, function_name: str) -> None:
+    def __init__(self, lambda_client: Any, function_name: str, *, validate_bodies: bool = True) -> None:
+        """validate_bodies=False: every body reaches the function (to test the function's own checks)."""
         self._lambda = lambda_client
         self._function = function_name
         self._lock = threading.Lock()
+        models = BODY_MODELS if validate_bodies else {}
+        self._validators = {route: Draft4Validator(schema()) for route, schema in models.items()}
 
     def handle(
         self, method: str, raw_path: str, headers: dict[str, str], body: bytes
@@ -144,6 +159,12 @@ class LocalGateway:
                 f"{method} is not a method of {event['resource']}; use {', '.join(allowed)}",
             )
             return status, {**out_headers, "Allow": ", ".join(allowed)}, out
+        validator = self._validators.get((method, event["resource"]))
+        content_type = next((v for k, v in headers.items() if k.lower() == "content-type"), "")
+        if validator is not None and content_type.split(";")[0].strip().lower() in ("", "application/json"):
+            problem = body_problem(validator, body)
+            if problem is not None:
+                return _error(*INVALID_BODY, problem)
         with self._lock:
             response = self._lambda.invoke(FunctionName=self._function, Payload=json.dumps(event).encode())
         payload = json.loads(response["Payload"].read() or b"{}")
@@ -155,6 +176,20 @@ class LocalGateway:
         for name, values in (payload.get("multiValueHeaders") or {}).items():
             headers[name] = ", ".join(str(v) for v in values)
         return int(payload["statusCode"]), headers, data
+
+
+def body_problem(validator: Draft4Validator, body: bytes) -> str | None:
+    """What the gateway's validator finds wrong with a body, or None."""
+    if not body.strip():
+        return "Invalid request body: empty"
+    try:
+        document = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return "Invalid request body: not JSON"
+    errors = sorted(validator.iter_errors(document), key=lambda e: [str(p) for p in e.absolute_path])
+    if not errors:
+        return None
+    return "[" + "; ".join(f"{e.json_path}: {e.message}" for e in errors) + "]"
 
 
 def _error(status: int, code: str, message: str) -> tuple[int, dict[str, str], bytes]:

@@ -43,7 +43,9 @@ class Api:
         return status, json.loads(out)
 
 
-def api_over(aws: LocalAws) -> Api:
+def api_over(aws: LocalAws, *, validate_bodies: bool = True) -> Api:
+    """The API over the emulator, behind the local gateway (validate_bodies=False: without the gateway's
+    request validator, so every body reaches the function, whose own checks the handler tests drive)."""
     environment = prepare_local_functions(
         aws.boto3_client("lambda"), aws.client_environment, {api_settings.IMPORT_BUCKETS: IMPORTS_BUCKET}
     )
@@ -51,7 +53,12 @@ def api_over(aws: LocalAws) -> Api:
         aws.boto3_client("secretsmanager"), environment[api_settings.WEBHOOK_SECRET_ID]
     )
     return Api(
-        aws, LocalGateway(aws.boto3_client("lambda"), environment["API_FUNCTION_NAME"]), secret, environment
+        aws,
+        LocalGateway(
+            aws.boto3_client("lambda"), environment["API_FUNCTION_NAME"], validate_bodies=validate_bodies
+        ),
+        secret,
+        environment,
     )
 
 

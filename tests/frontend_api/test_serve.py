@@ -203,7 +203,20 @@ def test_stopping_a_running_job_stops_its_execution_and_purge_deletes_its_data(a
 
 
 def test_bad_requests_over_http_are_json_4xx(base_url):
-    response = requests.post(f"{base_url}/jobs", data=b"\xff\xfe not utf-8", timeout=30)
+    # A JSON create body is checked by the gateway's validator before the function runs (as in AWS) ...
+    not_utf8 = b"\xff\xfe not utf-8"
+    response = requests.post(
+        f"{base_url}/jobs", data=not_utf8, headers={"Content-Type": "application/json"}, timeout=30
+    )
+    assert (response.status_code, response.json()["code"]) == (422, "validation_failed")
+    assert response.json()["message"] == "Invalid request body: not JSON"
+    response = requests.post(f"{base_url}/jobs", json={"images": [], "colour": "red"}, timeout=30)
+    assert (response.status_code, response.json()["code"]) == (422, "validation_failed")
+    assert "'colour' was unexpected" in response.json()["message"]
+    # ... another content type has no model there and reaches the function, which refuses it itself.
+    response = requests.post(
+        f"{base_url}/jobs", data=not_utf8, headers={"Content-Type": "text/plain"}, timeout=30
+    )
     assert (response.status_code, response.json()["code"]) == (400, "malformed_json")
     response = requests.get(f"{base_url}/jobs/job-ffffffffffffffff", timeout=30)
     assert (response.status_code, response.json()["code"]) == (404, "job_not_found")

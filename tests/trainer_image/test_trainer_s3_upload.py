@@ -315,3 +315,38 @@ def test_a_job_whose_upload_fails_says_so_in_the_failure_file(new_job, aws_env) 
         assert job.run() == 1
     assert job.failure.startswith("could not upload the model: ")
     assert "S3 error NoSuchBucket" in job.failure
+
+
+def test_without_network_the_model_stays_with_its_manifest_and_nothing_is_uploaded(
+    new_job, monkeypatch
+) -> None:
+    """model_hand_over=sagemaker (network isolation): no S3 client is ever made, generated class images are
+    not shared, and /opt/ml/model holds every file plus a manifest.json that lists them for the pipeline."""
+    from dreambooth_trainer import s3_upload
+
+    def no_network():
+        raise AssertionError("an isolated job must not call S3")
+
+    monkeypatch.setattr(s3_upload, "s3_client", no_network)
+    job = new_job(
+        {
+            "training_method": "lora",
+            "with_prior_preservation": "true",
+            "class_prompt": "a photo of a dog",
+            "num_class_images": "1",
+            "class_inference_steps": "1",
+            "class_images_output_s3_uri": "s3://data/class-images/0123456789abcdef/",
+            "model_output_s3_uri": "s3://data/models/rex/r1/",
+            "model_hand_over": "sagemaker",
+        }
+    )
+    assert job.run() == 0, job.failure
+    manifest = json.loads((job.model_dir / "manifest.json").read_text())
+    on_disk = {
+        p.relative_to(job.model_dir).as_posix(): p.stat().st_size
+        for p in job.model_dir.rglob("*")
+        if p.is_file() and p.name != "manifest.json"
+    }
+    assert {f["key"]: f["size"] for f in manifest["files"]} == on_disk
+    assert manifest["s3_uri"] == "s3://data/models/rex/r1/" and manifest["kind"] == "lora"
+    assert "pytorch_lora_weights.safetensors" in on_disk and "dreambooth.json" in on_disk

@@ -69,6 +69,13 @@ class TrainingHyperparameters(BaseModel):
         description="s3://bucket/prefix/ to share newly generated class images to, before training starts"
         " (later jobs read them as their 'class_images' channel)",
     )
+    model_hand_over: Literal["upload", "sagemaker"] = Field(
+        "upload",
+        description="upload: the trainer uploads the model to model_output_s3_uri itself; sagemaker (a job"
+        " with network isolation: no network, no credentials): the model and its manifest.json stay in"
+        " /opt/ml/model, SageMaker's model.tar.gz carries them and the pipeline unpacks it to"
+        " model_output_s3_uri; nothing else is uploaded either",
+    )
 
     # --- How to learn ---
     subject_type: Literal["person", "pet", "object", "style"] | None = Field(

@@ -31,7 +31,13 @@ from .families.rules import check_family_job, resolution_multiple
 from .hyperparameters import TrainingHyperparameters
 from .loop import HALF, LoopResult, train
 from .model_loading import resolve_base_model
-from .s3_upload import MANIFEST_NAME, upload_class_images, upload_model_folder
+from .s3_upload import (
+    MANIFEST_NAME,
+    list_model_files,
+    model_manifest,
+    upload_class_images,
+    upload_model_folder,
+)
 from .sagemaker_contract import SageMakerPaths, StopSignal, job_name
 from .samples import render_samples
 from .single_file import SingleFileExportError, check_supported
@@ -153,6 +159,9 @@ def share_class_images(
     """
     if not generated or not hp.class_images_output_s3_uri:
         return []
+    if hp.model_hand_over == "sagemaker":
+        log.info("class images not shared: the job has no network (model_hand_over=sagemaker)")
+        return []
     files = sorted((paths.checkpoints_dir / GENERATED_CLASS_DIR).glob("class-*.png"))
     return upload_class_images(files, hp.class_images_output_s3_uri, job_name())
 
@@ -189,7 +198,8 @@ def write_record(
 
 def publish(out_dir: Path, hp: TrainingHyperparameters, record: dict[str, Any]) -> dict[str, Any] | None:
     """With model_output_s3_uri: upload, then keep only manifest.json and dreambooth.json in /opt/ml/model,
-    so SageMaker's model.tar.gz stays tiny and still says where the model is."""
+    so SageMaker's model.tar.gz stays tiny and still says where the model is. With model_hand_over=sagemaker
+    (no network): write manifest.json next to the model instead; the pipeline unpacks model.tar.gz there."""
     if not hp.model_output_s3_uri:
         return None
     fields = {
@@ -205,6 +215,11 @@ def publish(out_dir: Path, hp: TrainingHyperparameters, record: dict[str, Any]) 
         "single_file_name": record["single_file_name"],
         "samples": record["samples"],
     }
+    if hp.model_hand_over == "sagemaker":
+        manifest = model_manifest(list_model_files(out_dir), hp.model_output_s3_uri, fields)
+        (out_dir / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2))
+        log.info("model left in %s with its manifest: SageMaker's model.tar.gz hands it over", out_dir)
+        return manifest
     manifest = upload_model_folder(out_dir, hp.model_output_s3_uri, fields)
     for path in out_dir.iterdir():
         if path.is_dir():

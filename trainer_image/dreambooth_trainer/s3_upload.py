@@ -180,6 +180,19 @@ def list_model_files(folder: Path) -> list[tuple[str, Path]]:
     ]
 
 
+def model_manifest(files: list[tuple[str, Path]], s3_uri: str, fields: dict[str, Any]) -> dict[str, Any]:
+    """manifest.json: the record's fields, where the model lies and every file with its size."""
+    bucket, prefix = parse_s3_uri(s3_uri)
+    return {
+        "manifest_version": MANIFEST_VERSION,
+        **fields,
+        "s3_uri": f"s3://{bucket}/{prefix}",
+        "files": [{"key": key, "size": path.stat().st_size} for key, path in files],
+        "total_bytes": sum(path.stat().st_size for _, path in files),
+        "completed_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
 def upload_model_folder(
     folder: Path,
     s3_uri: str,
@@ -216,14 +229,7 @@ def upload_model_folder(
             f"uploading {key} to {where}",
             sleep=sleep,
         )
-    manifest = {
-        "manifest_version": MANIFEST_VERSION,
-        **manifest_fields,
-        "s3_uri": f"s3://{bucket}/{prefix}",
-        "files": [{"key": key, "size": path.stat().st_size} for key, path in files],
-        "total_bytes": sum(path.stat().st_size for _, path in files),
-        "completed_at": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
+    manifest = model_manifest(files, s3_uri, manifest_fields)
     body = json.dumps(manifest, indent=2).encode()
     with_retries(
         lambda: client.put_object(

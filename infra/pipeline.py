@@ -35,6 +35,10 @@ STEP_TIMEOUT = Duration.minutes(2)
 # and the CPU share that comes with it; under the state machine's 5-minute task timeout.
 VALIDATE_TIMEOUT = Duration.minutes(4)
 VALIDATE_MEMORY_MB = 2048
+# Streams model.tar.gz through gzip into multipart uploads: a full SD model (~4 GB with its single file)
+# in a few minutes on the CPU share of this memory size, under Lambda's 15-minute limit.
+UNPACK_TIMEOUT = Duration.minutes(15)
+UNPACK_MEMORY_MB = 1769
 MAX_RECEIVE_COUNT = 5
 INTAKE_TABLE_ACTIONS = ("dynamodb:GetItem", "dynamodb:Query", "dynamodb:PutItem", "dynamodb:UpdateItem")
 
@@ -56,6 +60,7 @@ class Pipeline(Construct):
         training_queue: QueueSettings | None = None,
         log_key: kms.IKey,
         training_vpc_config: dict | None = None,
+        training_network_isolation: bool = False,
     ) -> None:
         super().__init__(scope, construct_id)
         removal = RemovalPolicy.RETAIN if retain_data_on_delete else RemovalPolicy.DESTROY
@@ -119,6 +124,7 @@ class Pipeline(Construct):
             config.JOB_DEFAULTS: job_defaults.model_dump_json(),
             config.SERVICE_LIMITS: limits.model_dump_json(),
             config.TRAINING_QUEUE: (training_queue or QueueSettings()).model_dump_json(),
+            config.TRAINING_NETWORK_ISOLATION: "true" if training_network_isolation else "false",
         }
 
         def function(
@@ -163,6 +169,18 @@ class Pipeline(Construct):
             "The queue in front of the GPU quota: takes and frees training slots.",
             STEP_TIMEOUT,
         )
+        # Isolated runs hand the model over in SageMaker's model.tar.gz; this unpacks it (streamed).
+        self.unpack_model = (
+            function(
+                "UnpackModel",
+                "unpack_model",
+                "Unpacks a network-isolated run's model.tar.gz into its model prefix.",
+                UNPACK_TIMEOUT,
+                memory_size=UNPACK_MEMORY_MB,
+            )
+            if training_network_isolation
+            else None
+        )
         self.workflow = RunWorkflow(
             self,
             "Runs",
@@ -178,6 +196,7 @@ class Pipeline(Construct):
             instance_types=limits.instance_types,
             table=self.table,
             training_vpc_config=training_vpc_config,
+            unpack_model=self.unpack_model.function if self.unpack_model else None,
         )
         self.state_machine = self.workflow.state_machine
 
@@ -270,6 +289,10 @@ class Pipeline(Construct):
         list_under(self.validate_batch, s3_layout.UPLOADS_ROOT, s3_layout.BASE_MODELS_ROOT)
         list_under(self.build_training_request, s3_layout.CLASS_IMAGES_ROOT)
         allow(self.finish_run, ["s3:GetObject"], [models])
+        if self.unpack_model is not None:
+            sagemaker_output = bucket.arn_for_objects(f"{s3_layout.SAGEMAKER_OUTPUT_ROOT}*")
+            allow(self.unpack_model, ["s3:GetObject"], [sagemaker_output])
+            allow(self.unpack_model, ["s3:PutObject", "s3:DeleteObject"], [models])
         list_under(self.finish_run, s3_layout.MODELS_ROOT)
         training_jobs = stack.format_arn(service="sagemaker", resource="training-job", resource_name="*")
         allow(self.finish_run, ["sagemaker:DescribeTrainingJob"], [training_jobs])
@@ -287,6 +310,11 @@ class Pipeline(Construct):
             (self.build_training_request, []),
             (self.finish_run, [s3_layout.MODELS_ROOT]),
             (self.training_slot, []),
+            *(
+                [(self.unpack_model, [s3_layout.SAGEMAKER_OUTPUT_ROOT, s3_layout.MODELS_ROOT])]
+                if self.unpack_model
+                else []
+            ),
         ]:
             findings = {
                 f"AwsSolutions-IAM5[Resource::<{bucket_ref}.Arn>/{prefix}*]": object_reason

@@ -54,6 +54,10 @@ class InfraSettings(BaseModel):
     # Training jobs in your VPC: both lists or neither.
     training_subnet_ids: tuple[Annotated[str, Field(pattern=r"^subnet-[0-9a-f]+$")], ...] = ()
     training_security_group_ids: tuple[Annotated[str, Field(pattern=r"^sg-[0-9a-f]+$")], ...] = ()
+    # Training jobs whose base model comes from S3 (s3://<bucket>/base-models/...) run with network
+    # isolation: no network, no credentials in the container; the model comes back in SageMaker's
+    # model.tar.gz and a step unpacks it. Jobs on a Hub base model need the network and run as before.
+    training_network_isolation: bool = False
 
     @field_validator("ops_email")
     @classmethod

@@ -67,6 +67,7 @@ class DreamBoothStack(Stack):
             training_retry_seconds=settings.training_retry_seconds,
             training_queue=settings.training_queue,
             training_vpc_config=self.training.vpc_config,
+            training_network_isolation=infra.training_network_isolation,
         )
         # The state machine publishes to the encrypted topic: SNS needs the key on the publisher's behalf.
         self.notifications.encryption_key.grant(

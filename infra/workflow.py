@@ -9,6 +9,7 @@
     EnterQueue ─▶ AcquireTrainingSlot ─acquired?─ no ─▶ WaitForTrainingSlot ─▶ AcquireTrainingSlot
         │ yes
     BuildTrainingRequest ─▶ Train (.sync) ─▶ Summarize ─▶ NotifySuccess ─▶ RunSucceeded
+        │ (training_network_isolation) isolated run? ─▶ UnpackModel (its model.tar.gz) ─▶ Summarize
         │ Train's error ─▶ TrainingError (frees the slot) ─quota, tries left?─▶ WaitBeforeRequeue ─▶ Acquire…
         │ any error (each step's Catch) ─▶ <Step>Failed ─▶ RecordFailure ─▶ NotifyFailure ─▶ RunFailed
 
@@ -41,6 +42,9 @@ TRAIN_RESOURCE = "arn:{partition}:states:::sagemaker:createTrainingJob.sync"
 THROTTLING_ERRORS = ["SageMaker.ThrottlingException", "SageMaker.SageMakerThrottlingException"]
 # The job's own MaxRuntime/MaxWait end it first; this only bounds a lost .sync wait.
 TRAIN_TIMEOUT_SECONDS = MAX_RUNTIME_LIMIT_SECONDS * SPOT_WAIT_FACTOR + 3600
+STEP_TASK_TIMEOUT = Duration.minutes(5)
+# Unpacking an isolated run's model.tar.gz (the function's own timeout is 15 minutes, Lambda's limit).
+UNPACK_TIMEOUT = Duration.minutes(15)
 # Fields the per-run request (BuildTrainingRequest's output) fills in.
 REQUEST_FIELDS = (
     "TrainingJobName",
@@ -50,6 +54,7 @@ REQUEST_FIELDS = (
     "ResourceConfig",
     "StoppingCondition",
     "EnableManagedSpotTraining",
+    "EnableNetworkIsolation",
     "CheckpointConfig",
     "Tags",
 )
@@ -101,14 +106,21 @@ class RunWorkflow(Construct):
         instance_types: tuple[str, ...] = (),
         table: dynamodb.ITable | None = None,
         training_vpc_config: dict | None = None,
+        unpack_model: lambda_.IFunction | None = None,
     ) -> None:
+        """unpack_model: with training_network_isolation, the step that unpacks an isolated run's
+        model.tar.gz into its model prefix before Summarize reads it."""
         super().__init__(scope, construct_id)
         self.instance_types = tuple(instance_types)
         stack = Stack.of(self)
         run_ref = {"job_name.$": "$.job_name", "run_id.$": "$.run_id"}
 
         def invoke(
-            name: str, function: lambda_.IFunction, payload: dict, result_path: str
+            name: str,
+            function: lambda_.IFunction,
+            payload: dict,
+            result_path: str,
+            timeout: Duration = STEP_TASK_TIMEOUT,
         ) -> tasks.LambdaInvoke:
             return tasks.LambdaInvoke(
                 self,
@@ -117,7 +129,7 @@ class RunWorkflow(Construct):
                 payload=sfn.TaskInput.from_object(payload),
                 payload_response_only=True,
                 result_path=result_path,
-                task_timeout=sfn.Timeout.duration(Duration.minutes(5)),
+                task_timeout=sfn.Timeout.duration(timeout),
             )
 
         def publish_notification(name: str) -> tasks.SnsPublish:
@@ -274,8 +286,19 @@ class RunWorkflow(Construct):
             "Summarize", finish_run, {"outcome": "succeeded", "state.$": "$"}, "$.notification"
         )
         on_failure(summarize, "summarizing the result")
+        after_training: sfn.IChainable = summarize
+        if unpack_model is not None:
+            unpack = invoke("UnpackModel", unpack_model, run_ref, "$.unpacked", UNPACK_TIMEOUT)
+            on_failure(unpack, "unpacking the model")
+            unpack.next(summarize)
+            after_training = (
+                sfn.Choice(self, "ModelInTarball?")
+                .when(sfn.Condition.boolean_equals("$.request.EnableNetworkIsolation", True), unpack)
+                .otherwise(summarize)
+            )
         notify_success = publish_notification("NotifySuccess")
         notify_success.add_catch(run_failed, result_path="$.notify_error")
+        summarize.next(notify_success).next(sfn.Succeed(self, "RunSucceeded"))
 
         definition = check.next(
             sfn.Choice(self, "BatchReady?")
@@ -289,10 +312,7 @@ class RunWorkflow(Construct):
                             sfn.Choice(self, "SlotAcquired?")
                             .when(
                                 sfn.Condition.boolean_equals("$.slot.acquired", True),
-                                build.next(train)
-                                .next(summarize)
-                                .next(notify_success)
-                                .next(sfn.Succeed(self, "RunSucceeded")),
+                                build.next(train).next(after_training),
                             )
                             .otherwise(wait_for_slot)
                         ),
@@ -328,6 +348,7 @@ class RunWorkflow(Construct):
         )
         self._grant_training(stack, training_role)
         functions = (check_batch, validate_batch, build_training_request, finish_run, training_slot)
+        functions += (unpack_model,) if unpack_model is not None else ()
         acknowledge(
             self.state_machine.role,
             {

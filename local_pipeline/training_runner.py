@@ -5,7 +5,9 @@ SageMaker's side of the container contract, and nothing more: channels copied fr
 resource configs, the checkpoint folder restored from and synced back to S3, ``TRAINING_JOB_NAME`` and
 the request's Environment map, then the trainer's own entry point as a subprocess. Its exit status and
 ``<base>/output/failure`` become the job's status and FailureReason; a non-empty ``<base>/model`` is
-tarred to ``<S3OutputPath>/<job>/output/model.tar.gz`` as SageMaker would.
+tarred to ``<S3OutputPath>/<job>/output/model.tar.gz`` as SageMaker would. A request with
+EnableNetworkIsolation runs the trainer without AWS credentials or endpoint, as an isolated container
+has none: any S3 call it made would fail.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from local_pipeline.s3_folders import Download, contained_path, download_prefix,
 DEFAULT_TRAINER_COMMAND = (sys.executable, "-m", "dreambooth_trainer", "train")
 FAILURE_REASON_LIMIT = 1024
 RUNNER_TAG = "local runner: "  # what the runner itself reports in the job's output
+# What an isolated container lacks: credentials, and the emulator's endpoint and profile settings.
+ISOLATED_AWAY = ("AWS_ACCESS_KEY", "AWS_SECRET", "AWS_SESSION", "AWS_SECURITY", "AWS_ENDPOINT", "AWS_PROFILE")
 STOPPED_REASON = "the local service was stopped (Ctrl-C or SIGTERM) while the job ran"
 
 
@@ -114,6 +118,11 @@ class LocalTrainingRunner:
             "TRAINING_JOB_NAME": request["TrainingJobName"],
             "PYTHONUNBUFFERED": "1",
         }
+        if request.get("EnableNetworkIsolation"):
+            env = {key: value for key, value in env.items() if not key.startswith(ISOLATED_AWAY)}
+            # nor credentials from files or an instance role
+            env |= {"AWS_SHARED_CREDENTIALS_FILE": os.devnull, "AWS_CONFIG_FILE": os.devnull}
+            env["AWS_EC2_METADATA_DISABLED"] = "true"
         process = self._processes.popen(
             self._command,
             env=env,

@@ -35,9 +35,19 @@ def build_training_request(
     bucket: str,
     hyperparameters: TrainingHyperparameters,
     class_images_available: bool,
+    network_isolation: bool = False,
 ) -> dict:
-    """CreateTrainingJob fields for one run (PascalCase, as the API and the state machine spell them)."""
+    """CreateTrainingJob fields for one run (PascalCase, as the API and the state machine spell them).
+
+    network_isolation (the deployment's training_network_isolation): jobs whose base model comes from S3
+    run isolated, with no network and no credentials, so the trainer hands the model over through
+    SageMaker's model.tar.gz (model_hand_over=sagemaker) for the pipeline to unpack. A Hub base model
+    needs the network to download, so its jobs are not isolated.
+    """
     name = naming.training_job_name(job.job_name, run_id)
+    isolated = is_isolated(job, network_isolation)
+    if isolated:
+        hyperparameters = hyperparameters.model_copy(update={"model_hand_over": "sagemaker"})
     # The photos validation accepted, copied from the bytes it decoded: never the live upload folder.
     images = s3_layout.s3_uri(bucket, s3_layout.training_images_prefix(job.job_name, run_id))
     channels = [_s3_channel(IMAGES_CHANNEL, images)]
@@ -65,6 +75,7 @@ def build_training_request(
         },
         "StoppingCondition": stopping,
         "EnableManagedSpotTraining": job.use_spot,
+        "EnableNetworkIsolation": isolated,
         "CheckpointConfig": {
             "S3Uri": s3_layout.s3_uri(bucket, s3_layout.checkpoint_prefix(job.job_name, run_id)),
             "LocalPath": CHECKPOINT_LOCAL_PATH,
@@ -74,6 +85,12 @@ def build_training_request(
             {"Key": TAG_RUN, "Value": run_id},
         ],
     }
+
+
+def is_isolated(job: ResolvedJob, network_isolation: bool) -> bool:
+    """Whether a run's training job gets no network: asked for by the deployment, and possible (the base
+    model comes in as an S3 channel)."""
+    return network_isolation and job.base_model.startswith("s3://")
 
 
 def stopping_condition(job: ResolvedJob) -> dict[str, int]:

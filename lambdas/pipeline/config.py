@@ -23,6 +23,7 @@ STATE_MACHINE_ARN = "STATE_MACHINE_ARN"
 JOB_DEFAULTS = "JOB_DEFAULTS"
 SERVICE_LIMITS = "SERVICE_LIMITS"
 TRAINING_QUEUE = "TRAINING_QUEUE"
+TRAINING_NETWORK_ISOLATION = "TRAINING_NETWORK_ISOLATION"  # "true": S3-based runs train isolated
 
 _FUNCTION_ENVIRONMENT: ContextVar[Mapping[str, str] | None] = ContextVar("function_environment", default=None)
 
@@ -51,6 +52,7 @@ class PipelineSettings:
     state_machine_arn: str | None = None
     limits: ServiceLimits = ServiceLimits()
     queue: QueueSettings = QueueSettings()
+    network_isolation: bool = False
 
     @classmethod
     def from_environment(cls, env: Mapping[str, str] | None = None) -> PipelineSettings:
@@ -70,4 +72,5 @@ class PipelineSettings:
             queue=QueueSettings.model_validate_json(env[TRAINING_QUEUE])
             if env.get(TRAINING_QUEUE)
             else QueueSettings(),
+            network_isolation=env.get(TRAINING_NETWORK_ISOLATION) == "true",
         )

@@ -57,6 +57,7 @@ def training_request(job_name: str, run_id: str, job: dict[str, Any], settings: 
         class_images_available=bool(
             shared_class_images and list_objects_page(*s3_layout.split_s3_uri(shared_class_images))
         ),
+        network_isolation=settings.network_isolation,
     )
     JobsTable(settings.table_name).record_run(
         job_name,

@@ -125,3 +125,26 @@ def test_a_channel_name_that_leaves_the_data_folder_fails_the_job(s3, tmp_path):
     outcome, _ = run(s3, tmp_path, req)
     assert outcome.status == "Failed" and "'..' segment" in outcome.failure_reason
     assert not list(tmp_path.rglob("escaped"))
+
+
+def test_an_isolated_job_gets_no_credentials_and_its_model_still_comes_back(s3, tmp_path, monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:1")
+    script = tmp_path / "container.py"
+    report = 'import boto3\nprint("credentials", boto3.Session().get_credentials() is not None)\n'
+    script.write_text(CONTAINER + report)
+
+    def credentials_seen(req: dict, work: str) -> str:
+        lines = []
+        command = [sys.executable, str(script)]
+        runner = LocalTrainingRunner(
+            s3, work_root=tmp_path / work, trainer_command=command, on_output=lines.append
+        )
+        assert runner(TrainingJobRequest(req)).status == "Completed"
+        return "".join(lines).split("credentials ", 1)[1].split()[0]
+
+    assert credentials_seen(request(), "open") == "True"
+    s3.delete_object(Bucket="bkt", Key="sagemaker-output/rex-r1/output/model.tar.gz")
+    assert credentials_seen({**request(), "EnableNetworkIsolation": True}, "isolated") == "False"
+    s3.head_object(Bucket="bkt", Key="sagemaker-output/rex-r1/output/model.tar.gz")  # SageMaker's hand-over

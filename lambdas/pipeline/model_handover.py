@@ -64,7 +64,7 @@ def unpack_model(s3: Any, bucket: str, job_name: str, run_id: str) -> dict[str, 
             if name == s3_layout.MANIFEST_FILENAME:
                 manifest = json.loads(data.read())
                 continue
-            s3.upload_fileobj(data, bucket, prefix + name, Config=TRANSFER)
+            s3.upload_fileobj(_ReadOnly(data), bucket, prefix + name, Config=TRANSFER)
             stored[name] = member.size
     if manifest is None:
         raise ModelHandOverError(f"s3://{bucket}/{key} has no {s3_layout.MANIFEST_FILENAME}")
@@ -79,3 +79,11 @@ def unpack_model(s3: Any, bucket: str, job_name: str, run_id: str) -> dict[str, 
     )
     s3.put_object(Bucket=bucket, Key=prefix + s3_layout.SUCCESS_MARKER_FILENAME, Body=b"")
     return {"files": len(stored), "bytes": sum(stored.values())}
+
+
+class _ReadOnly:
+    """A streamed archive member as a plain reader: tarfile's stream-mode file objects claim seekable() and
+    then fail it, and boto3 asks before it uploads."""
+
+    def __init__(self, source: Any) -> None:
+        self.read = source.read

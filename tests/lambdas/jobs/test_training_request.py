@@ -126,3 +126,35 @@ def test_a_family_job_sends_no_sd_step_count_and_trains_lora():
         parse_hyperparameters(sent).pretrained_model_name_or_path
         == "stabilityai/stable-diffusion-xl-base-1.0"
     )
+
+
+S3_BASE = "s3://data-bucket/base-models/tiny-sd/"
+
+
+@pytest.mark.parametrize(
+    ("deployment", "base_model", "isolated"),
+    [
+        (True, S3_BASE, True),
+        (True, "sd15", False),  # a Hub base model needs the network to download
+        (False, S3_BASE, False),
+    ],
+    ids=["asked, s3 base", "asked, hub base", "not asked"],
+)
+def test_network_isolation_where_asked_and_the_base_model_comes_from_s3(deployment, base_model, isolated):
+    job = resolve_job("my dog", JobSpec(base_model=base_model), JobDefaults())
+    output = model_output_s3_uri(BUCKET, "my dog", RUN)
+    hp = training_hyperparameters(job, model_output_s3_uri=output, bucket=BUCKET)
+    request = build_training_request(
+        job,
+        run_id=RUN,
+        bucket=BUCKET,
+        hyperparameters=hp,
+        class_images_available=False,
+        network_isolation=deployment,
+    )
+    assert request["EnableNetworkIsolation"] is isolated
+    sent = parse_hyperparameters(request["HyperParameters"])
+    # Isolated: the trainer cannot upload, so the model comes back in model.tar.gz for the pipeline.
+    assert sent.model_hand_over == ("sagemaker" if isolated else "upload")
+    assert sent.model_output_s3_uri == output  # where the model lands either way (the manifest says so)
+    assert ("model_hand_over" in request["HyperParameters"]) is isolated

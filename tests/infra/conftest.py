@@ -36,3 +36,10 @@ def vpc_resources():
         }
     )
     return app.synth().get_stack_by_name("Vpc").template["Resources"]
+
+
+@pytest.fixture(scope="session")
+def isolation_resources():
+    """The stack with network-isolated training for S3 base models (context training_network_isolation)."""
+    app = build_app({"stack_name": "Isolated", "training_network_isolation": True})
+    return app.synth().get_stack_by_name("Isolated").template["Resources"]

@@ -107,6 +107,11 @@ def sagemaker_output_prefix(job_name: str, run_id: str) -> str:
     return f"{SAGEMAKER_OUTPUT_ROOT}{job_name}/{run_id}/"
 
 
+def sagemaker_model_tarball_key(job_name: str, run_id: str, training_job_name: str) -> str:
+    """Where SageMaker puts a run's model.tar.gz: its S3OutputPath, the training job, ``output/``."""
+    return f"{sagemaker_output_prefix(job_name, run_id)}{training_job_name}/output/model.tar.gz"
+
+
 def class_images_prefix(class_prompt: str, base_model: str, resolution: int) -> str:
     """Class images are shared between jobs that would generate the same ones.
 

@@ -28,9 +28,8 @@ class ModelHandOverError(RuntimeError):
 
 
 def tarball_key(job_name: str, run_id: str) -> str:
-    """Where SageMaker puts the run's model.tar.gz (its S3OutputPath, then the training job's name)."""
-    prefix = s3_layout.sagemaker_output_prefix(job_name, run_id)
-    return f"{prefix}{training_job_name(job_name, run_id)}/output/model.tar.gz"
+    """The run's model.tar.gz (its training job is named from the job and the run)."""
+    return s3_layout.sagemaker_model_tarball_key(job_name, run_id, training_job_name(job_name, run_id))
 
 
 def member_key(name: str) -> str:

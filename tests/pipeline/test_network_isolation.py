@@ -71,18 +71,24 @@ def isolated_trainer(aws, files: dict[str, bytes]):
     return run
 
 
-def job_files(base_model: str) -> dict[str, bytes]:
+def run_job(aws, job: str, base_model: str, runner) -> dict:
+    """Upload a LoRA job on ``base_model``, train it with ``runner``; its finished execution."""
     spec = {"base_model": base_model, "class_word": "dog", "training_method": "lora"}
-    return {**photos(3), "job.json": json.dumps(spec).encode()}
+    aws.set_training_runner(runner)
+    try:
+        upload_all(aws, job, {**photos(3), "job.json": json.dumps(spec).encode()})
+        (execution,) = aws.wait_for_runs(job)
+    finally:
+        aws.set_training_runner(None)
+    return execution
+
+
+def s3_base(aws) -> str:
+    return f"s3://{aws.bucket}/base-models/tiny-sd/"
 
 
 def test_an_s3_base_model_trains_isolated_and_its_model_is_unpacked(aws, subscriber):
-    aws.set_training_runner(isolated_trainer(aws, FILES))
-    try:
-        upload_all(aws, "quiet dog", job_files(f"s3://{aws.bucket}/base-models/tiny-sd/"))
-        (execution,) = aws.wait_for_runs("quiet dog")
-    finally:
-        aws.set_training_runner(None)
+    execution = run_job(aws, "quiet dog", s3_base(aws), isolated_trainer(aws, FILES))
     assert execution["status"] == "SUCCEEDED"
     assert "UnpackModel" in states_entered(aws, execution["executionArn"])
     (request,) = requests_for(aws, "quiet dog")
@@ -101,12 +107,7 @@ def test_an_s3_base_model_trains_isolated_and_its_model_is_unpacked(aws, subscri
 
 def test_a_tarball_missing_a_listed_file_fails_the_run_saying_so(aws, subscriber):
     partial = {k: v for k, v in FILES.items() if not k.startswith("samples/")}
-    aws.set_training_runner(isolated_trainer(aws, partial))
-    try:
-        upload_all(aws, "torn dog", job_files(f"s3://{aws.bucket}/base-models/tiny-sd/"))
-        (execution,) = aws.wait_for_runs("torn dog")
-    finally:
-        aws.set_training_runner(None)
+    execution = run_job(aws, "torn dog", s3_base(aws), isolated_trainer(aws, partial))
     assert execution["status"] == "FAILED"
     (message,) = subscriber.messages("torn dog")
     failure = message["payload"]["failure"]
@@ -115,12 +116,7 @@ def test_a_tarball_missing_a_listed_file_fails_the_run_saying_so(aws, subscriber
 
 
 def test_a_hub_base_model_needs_the_network_and_trains_as_before(aws, subscriber):
-    aws.set_training_runner(fake_trainer(aws, lora=True))
-    try:
-        upload_all(aws, "open dog", job_files("sd15"))
-        (execution,) = aws.wait_for_runs("open dog")
-    finally:
-        aws.set_training_runner(None)
+    execution = run_job(aws, "open dog", "sd15", fake_trainer(aws, lora=True))
     assert execution["status"] == "SUCCEEDED"
     assert "UnpackModel" not in states_entered(aws, execution["executionArn"])
     (request,) = requests_for(aws, "open dog")

@@ -57,14 +57,18 @@ def test_a_caller_with_the_collector_off_keeps_it_off(collector_restored) -> Non
     assert not gc.isenabled()
 
 
+NEW_OBJECTS = 10_000  # a freeze would take these; frozen objects that die (a few) leave the count
+
+
 def test_a_callers_own_freeze_is_left_alone(collector_restored) -> None:
     gc.freeze()
     frozen = gc.get_freeze_count()
     with CollectorPause() as start:
         assert not gc.isenabled()
+        fresh = [{} for _ in range(NEW_OBJECTS)]
         start.model_loaded()
-        assert gc.isenabled() and gc.get_freeze_count() == frozen
-    assert gc.isenabled() and gc.get_freeze_count() == frozen
+        assert gc.isenabled() and frozen - 1000 < gc.get_freeze_count() < frozen + len(fresh)
+    assert gc.isenabled() and frozen - 1000 < gc.get_freeze_count() < frozen + len(fresh)  # not unfrozen
 
 
 def test_model_loaded_freezes_once_and_leaving_unfreezes(collector_restored) -> None:
@@ -72,8 +76,9 @@ def test_model_loaded_freezes_once_and_leaving_unfreezes(collector_restored) -> 
         start.model_loaded()
         frozen = gc.get_freeze_count()
         assert gc.isenabled() and frozen > 0
+        fresh = [{} for _ in range(NEW_OBJECTS)]
         start.model_loaded()
-        assert gc.get_freeze_count() == frozen
+        assert gc.get_freeze_count() < frozen + len(fresh)  # not frozen again
     assert gc.isenabled() and gc.get_freeze_count() == 0
 
 

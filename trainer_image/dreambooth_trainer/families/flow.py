@@ -13,14 +13,19 @@ import torch
 from ..hyperparameters import TrainingHyperparameters
 from ..model_loading import BaseModelSource
 from .base import (
+    LORA_WEIGHT_NAME,
     FamilyModel,
     NoisedBatch,
+    adapter_state,
+    comfyui_lora_state,
     export_lora_record,
     flow_matching_loss,
     flow_matching_pair,
     load_pipeline,
+    lora_alpha_of,
     render_image,
     sample_flow_timesteps,
+    save_safetensors,
 )
 from .quantization import quantized_load_kwargs
 from .rules import apply_family_defaults, check_gpu_precision
@@ -35,6 +40,9 @@ class FlowMatchingLoraFamily:
     training_methods: ClassVar[tuple[str, ...]] = ("lora",)
     text_encoder_lora_targets: ClassVar[tuple[str, ...]] = ()
     aspect_buckets: ClassVar[bool] = True
+    # The ComfyUI/WebUI file: each key's prefix, and lora_down/lora_up names (else lora_A/lora_B).
+    comfy_prefix: ClassVar[str]
+    comfy_kohya_suffixes: ClassVar[bool]
 
     def __init__(
         self,
@@ -72,6 +80,29 @@ class FlowMatchingLoraFamily:
         self, model: FamilyModel, result: Any, hp: TrainingHyperparameters, out_dir: Path
     ) -> dict[str, Any]:
         return export_lora_record(self, model, hp, out_dir)
+
+    def export_lora(self, model: FamilyModel, out_dir: Path, file_stem: str, dtype: torch.dtype) -> list[str]:
+        """pytorch_lora_weights.safetensors (diffusers/PEFT, alpha in metadata) and <stem>-lora.safetensors
+        (the same tensors under the family's prefix, with `.alpha` per module: the family says which
+        layout its ComfyUI loader and diffusers' load_lora_weights read)."""
+        import diffusers
+
+        transformer = model.pipeline.transformer
+        adapter, metadata = adapter_state(transformer, dtype)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        getattr(diffusers, self.pipeline_class_names[0]).save_lora_weights(
+            out_dir,
+            transformer_lora_layers=adapter,
+            transformer_lora_adapter_metadata=metadata,
+            weight_name=LORA_WEIGHT_NAME,
+            safe_serialization=True,
+        )
+        comfy_name = f"{file_stem}-lora.safetensors"
+        state = comfyui_lora_state(
+            adapter, lora_alpha_of(transformer), self.comfy_prefix, kohya_suffixes=self.comfy_kohya_suffixes
+        )
+        save_safetensors(state, out_dir / comfy_name)
+        return [LORA_WEIGHT_NAME, comfy_name]
 
     def encode_images(self, model: FamilyModel, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return vae_latent_stats(model.pipeline.vae, pixels)

@@ -11,20 +11,14 @@ train_dreambooth_lora_flux.py does it.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 
 from .base import (
-    LORA_WEIGHT_NAME,
     FamilyModel,
     NoisedBatch,
     PromptEmbeddings,
-    adapter_state,
-    comfyui_lora_state,
-    lora_alpha_of,
-    save_safetensors,
 )
 from .flow import FlowMatchingLoraFamily
 
@@ -47,6 +41,9 @@ class FluxFamily(FlowMatchingLoraFamily):
     pipeline_class_names: ClassVar[tuple[str, ...]] = ("FluxPipeline",)
     transformer_class_name: ClassVar[str] = "FluxTransformer2DModel"
     lora_targets: ClassVar[tuple[str, ...]] = FLUX_LORA_TARGETS
+    # `transformer.` keys with `.alpha`: ComfyUI's FLUX LoRA loader maps them (its diffusers-key table).
+    comfy_prefix: ClassVar[str] = "transformer."
+    comfy_kohya_suffixes: ClassVar[bool] = False
 
     def __init__(self, *, guidance_scale: float = 3.5, **density: Any) -> None:
         super().__init__(**density)
@@ -89,24 +86,3 @@ class FluxFamily(FlowMatchingLoraFamily):
         )[0]
         scale = model.pipeline.vae_scale_factor
         return FluxPipeline._unpack_latents(prediction, height * scale, width * scale, scale)
-
-    def export_lora(self, model: FamilyModel, out_dir: Path, file_stem: str, dtype: torch.dtype) -> list[str]:
-        """pytorch_lora_weights.safetensors (diffusers/PEFT, alpha in metadata) and <stem>-lora.safetensors:
-        the same tensors under `transformer.` with `.alpha` per module, a layout ComfyUI's FLUX LoRA loader
-        maps (its diffusers-key table) and diffusers' load_lora_weights reads."""
-        from diffusers import FluxPipeline
-
-        transformer = model.pipeline.transformer
-        adapter, metadata = adapter_state(transformer, dtype)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        FluxPipeline.save_lora_weights(
-            out_dir,
-            transformer_lora_layers=adapter,
-            transformer_lora_adapter_metadata=metadata,
-            weight_name=LORA_WEIGHT_NAME,
-            safe_serialization=True,
-        )
-        comfy_name = f"{file_stem}-lora.safetensors"
-        state = comfyui_lora_state(adapter, lora_alpha_of(transformer), "transformer.", kohya_suffixes=False)
-        save_safetensors(state, out_dir / comfy_name)
-        return [LORA_WEIGHT_NAME, comfy_name]

@@ -16,20 +16,14 @@ reads kohya/`diffusion_model.`-prefixed files (ComfyUI-style) besides diffusers 
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 
 from .base import (
-    LORA_WEIGHT_NAME,
     FamilyModel,
     NoisedBatch,
     PromptEmbeddings,
-    adapter_state,
-    comfyui_lora_state,
-    lora_alpha_of,
-    save_safetensors,
 )
 from .flow import FlowMatchingLoraFamily
 
@@ -41,6 +35,10 @@ class ZImageFamily(FlowMatchingLoraFamily):
     pipeline_class_names: ClassVar[tuple[str, ...]] = ("ZImagePipeline",)
     transformer_class_name: ClassVar[str] = "ZImageTransformer2DModel"
     lora_targets: ClassVar[tuple[str, ...]] = ZIMAGE_LORA_TARGETS
+    # `diffusion_model.` keys, lora_down/lora_up and `.alpha`: the ComfyUI-style file diffusers' Z-Image
+    # loader converts.
+    comfy_prefix: ClassVar[str] = "diffusion_model."
+    comfy_kohya_suffixes: ClassVar[bool] = True
 
     def encode_prompts(
         self, model: FamilyModel, prompts: list[str], device: torch.device
@@ -60,26 +58,3 @@ class ZImageFamily(FlowMatchingLoraFamily):
         noisy = list(batch.noisy.to(embeds[0].dtype).unsqueeze(2).unbind(0))  # (C, 1, H, W) per image
         predictions = denoiser(noisy, (1000 - batch.timesteps) / 1000, embeds, return_dict=False)[0]
         return -torch.stack(predictions, dim=0).squeeze(2)
-
-    def export_lora(self, model: FamilyModel, out_dir: Path, file_stem: str, dtype: torch.dtype) -> list[str]:
-        """pytorch_lora_weights.safetensors (diffusers/PEFT) and <stem>-lora.safetensors: `diffusion_model.`
-        prefix, lora_down/lora_up and `.alpha` per module (the ComfyUI-style file diffusers' Z-Image
-        loader converts)."""
-        from diffusers import ZImagePipeline
-
-        transformer = model.pipeline.transformer
-        adapter, metadata = adapter_state(transformer, dtype)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        ZImagePipeline.save_lora_weights(
-            out_dir,
-            transformer_lora_layers=adapter,
-            transformer_lora_adapter_metadata=metadata,
-            weight_name=LORA_WEIGHT_NAME,
-            safe_serialization=True,
-        )
-        comfy_name = f"{file_stem}-lora.safetensors"
-        state = comfyui_lora_state(
-            adapter, lora_alpha_of(transformer), "diffusion_model.", kohya_suffixes=True
-        )
-        save_safetensors(state, out_dir / comfy_name)
-        return [LORA_WEIGHT_NAME, comfy_name]

@@ -60,8 +60,9 @@ class ModelFiles:
         }
 
 
-def parse_manifest(raw: bytes | str | None) -> dict[str, Any] | None:
-    """The manifest as a dict, or None when absent or unreadable (reported, never fatal)."""
+def parse_json_object(raw: bytes | str | None) -> dict[str, Any] | None:
+    """A JSON object (manifest.json, dreambooth.json, model_index.json) as a dict, or None when absent or
+    unreadable (reported, never fatal)."""
     if not raw:
         return None
     try:

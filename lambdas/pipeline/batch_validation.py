@@ -11,7 +11,6 @@ checked is what is trained, byte for byte; the copy costs a second copy of the p
 
 from __future__ import annotations
 
-import json
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -30,6 +29,7 @@ from lambdas.jobs.batch import (
 from lambdas.jobs.families import FamilyChoice, detect_family, image_side_rule, min_image_side
 from lambdas.jobs.image_checks import judge_image
 from lambdas.jobs.image_headers import ImageHeader
+from lambdas.jobs.model_files import parse_json_object
 from lambdas.jobs.spec import JobSpecError, parse_job_spec
 from lambdas.jobs.training_request import model_output_s3_uri
 from lambdas.pipeline.aws import client, error_code
@@ -135,7 +135,7 @@ def _family(s3: Any, spec_text: bytes | None, settings: PipelineSettings) -> Fam
     if base_model.startswith("s3://"):
         model_bucket, key = s3_layout.split_s3_uri(base_model.rstrip("/") + "/")
         if model_bucket == settings.bucket:
-            model_index = parse_model_index(_read_or_none(s3, model_bucket, key + MODEL_INDEX))
+            model_index = parse_json_object(_read_or_none(s3, model_bucket, key + MODEL_INDEX))
     return detect_family(base_model, model_index)
 
 
@@ -146,17 +146,6 @@ def _read_or_none(s3: Any, bucket: str, key: str) -> bytes | None:
         if error_code(err) in {"NoSuchKey", "404", "AccessDenied", "403"}:
             return None
         raise
-
-
-def parse_model_index(raw: bytes | None) -> dict | None:
-    """A diffusers folder's model_index.json, or None where absent or unreadable (a single file)."""
-    if not raw:
-        return None
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def _sealed_listing(s3: Any, bucket: str, job_name: str, run_id: str) -> list[ListedObject]:

@@ -8,7 +8,7 @@ from typing import Any
 from dreambooth_trainer.hyperparameters import parse_hyperparameters
 from lambdas.jobs import batch_state, failures, naming, notification, s3_layout
 from lambdas.jobs.batch import BatchReport
-from lambdas.jobs.model_files import describe_model_files, parse_manifest
+from lambdas.jobs.model_files import describe_model_files, parse_json_object
 from lambdas.jobs.spec import ResolvedJob, training_hyperparameters
 from lambdas.jobs.training_request import build_training_request, model_output_s3_uri
 from lambdas.pipeline.aws import client, error_code
@@ -80,12 +80,12 @@ def finish_succeeded(state: dict[str, Any], settings: PipelineSettings) -> dict[
     # The trainer writes where its hyperparameter says: read it back with the trainer's own parser.
     prefix_uri = parse_hyperparameters(described["HyperParameters"]).model_output_s3_uri or ""
     bucket, prefix = s3_layout.split_s3_uri(prefix_uri)
-    manifest = parse_manifest(_read_or_none(bucket, prefix + s3_layout.MANIFEST_FILENAME))
+    manifest = parse_json_object(_read_or_none(bucket, prefix + s3_layout.MANIFEST_FILENAME))
     listed = None
     if manifest is None:
         listed = [o["Key"].removeprefix(prefix) for o in list_objects(bucket, prefix)]
     complete = _read_or_none(bucket, prefix + s3_layout.SUCCESS_MARKER_FILENAME) is not None
-    record = parse_manifest(_read_or_none(bucket, prefix + s3_layout.TRAINING_RECORD_FILENAME))
+    record = parse_json_object(_read_or_none(bucket, prefix + s3_layout.TRAINING_RECORD_FILENAME))
     model = describe_model_files(prefix_uri, manifest, listed, complete=complete, record=record)
     facts = _facts(state, settings, described)
     if facts.max_train_steps is None and isinstance((record or {}).get("steps"), int):

@@ -7,7 +7,9 @@ from the Hub.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -132,6 +134,19 @@ def own_aligned_memory(module: Any) -> None:
         tensor.data = tensor.data.clone()
 
 
+@contextlib.contextmanager
+def loading_errors(source: BaseModelSource) -> Iterator[None]:
+    """Whatever a library raises while loading becomes a BaseModelError naming the base model."""
+    try:
+        yield
+    except BaseModelError:
+        raise
+    except Exception as exc:
+        raise BaseModelError(
+            f"cannot load base model {source.describe()}: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
 def load_model_parts(source: BaseModelSource) -> ModelParts:
     """Load in fp32 on the CPU; the loop decides devices and dtypes."""
     import diffusers
@@ -139,7 +154,7 @@ def load_model_parts(source: BaseModelSource) -> ModelParts:
     from transformers import CLIPTextModel, CLIPTokenizer
 
     log.info("loading base model: %s", source.describe())
-    try:
+    with loading_errors(source):
         if source.kind == "single_file":
             local_config = source.config is not None and Path(source.config).is_dir()
             pipe = StableDiffusionPipeline.from_single_file(
@@ -164,12 +179,6 @@ def load_model_parts(source: BaseModelSource) -> ModelParts:
             scheduler_config = DDPMScheduler.load_config(where, subfolder="scheduler", **kwargs)
             scheduler_class = getattr(diffusers, scheduler_config.get("_class_name", ""), DDPMScheduler)
             inference_scheduler = scheduler_class.from_config(scheduler_config)
-    except BaseModelError:
-        raise
-    except Exception as exc:
-        raise BaseModelError(
-            f"cannot load base model {source.describe()}: {type(exc).__name__}: {exc}"
-        ) from exc
     for module in (text_encoder, vae, unet):
         own_aligned_memory(module)
     noise_scheduler = DDPMScheduler.from_config(inference_scheduler.config)

@@ -1,4 +1,4 @@
-from lambdas.jobs.model_files import describe_model_files, parse_manifest
+from lambdas.jobs.model_files import describe_model_files, parse_json_object
 
 PREFIX = "s3://b/models/rex/r1/"
 
@@ -77,10 +77,10 @@ def test_without_a_manifest_the_listing_stands_in_and_sagemaker_output_is_left_o
 
 
 def test_unreadable_manifests_count_as_missing():
-    assert parse_manifest(b"{not json") is None
-    assert parse_manifest(b"[1]") is None
-    assert parse_manifest(None) is None
-    assert parse_manifest(b'{"files": []}') == {"files": []}
+    assert parse_json_object(b"{not json") is None
+    assert parse_json_object(b"[1]") is None
+    assert parse_json_object(None) is None
+    assert parse_json_object(b'{"files": []}') == {"files": []}
 
 
 def test_a_model_is_complete_only_with_the_success_marker():

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from ..errors import BaseModelError
 from ..family_table import FamilyDefaults  # noqa: F401  (re-exported: families.FamilyDefaults)
 from ..hyperparameters import TrainingHyperparameters
-from ..model_loading import BaseModelSource
+from ..model_loading import BaseModelSource, loading_errors
 
 log = logging.getLogger(__name__)
 
@@ -236,7 +236,7 @@ def load_pipeline(
     source.config, a folder or Hub id): fp32 on the CPU, the loop decides devices and dtypes. denoiser_kwargs
     (e.g. a quantization_config) go to the denoiser's own from_pretrained / from_single_file."""
     denoiser_kwargs = denoiser_kwargs or {}
-    try:
+    with loading_errors(source):
         if source.kind == "single_file":
             if source.config is None:
                 raise BaseModelError(
@@ -263,12 +263,6 @@ def load_pipeline(
             )
             return pipeline_class.from_pretrained(source.location, transformer=denoiser, **kwargs)
         return pipeline_class.from_pretrained(source.location, **kwargs)
-    except BaseModelError:
-        raise
-    except Exception as exc:
-        raise BaseModelError(
-            f"cannot load base model {source.describe()}: {type(exc).__name__}: {exc}"
-        ) from exc
 
 
 def add_lora(
